@@ -1,0 +1,127 @@
+"""The options of a run, frozen, so they cross from the CLI into the library as one value."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import InputError
+
+Matching = Literal["email", "phone", "profile_id", "custom"]
+MATCHINGS: tuple[Matching, ...] = ("email", "phone", "profile_id", "custom")
+FileFormat = Literal["csv", "parquet"]
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_URL_ENV = "BULK_IMPORT_AMQP_URL"
+DEFAULT_QUEUE = "database_import"
+DEFAULT_RESULT_QUEUE = "database_import_result"
+
+
+def censor_url(url: str) -> str:
+    """The URL with its password replaced, for anything a user or a log may see."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:******@", url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:******@{netloc}"))
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the platform's broker is and which of its queues to use."""
+
+    url: str = DEFAULT_AMQP_URL
+    queue: str = DEFAULT_QUEUE
+    result_queue: str = DEFAULT_RESULT_QUEUE
+    #: Create the queues (durable) instead of checking that the platform made them.
+    declare: bool = False
+    #: Reconnect attempts after a lost connection before the run gives up (exit 4).
+    reconnect_attempts: int = 8
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        validate_amqp_url(self.url)
+
+    @property
+    def safe_url(self) -> str:
+        return censor_url(self.url)
+
+
+def validate_amqp_url(url: str) -> None:
+    """Refuse a URL aiormq would misread, with a message that never shows the password."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InputError(f"the AMQP URL {censor_url(url)!r} does not parse: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise InputError(
+            f"the AMQP URL {censor_url(url)!r} must start with amqp:// or amqps://"
+        )
+    if not parts.hostname:
+        raise InputError(f"the AMQP URL {censor_url(url)!r} names no host")
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """What to send for each row, and how the run behaves."""
+
+    db_id: int
+    account_id: int = 1
+    matching: Matching = "email"
+    #: The custom field's name (matching=custom): both the column read and the ``field_name`` sent.
+    field_name: str | None = None
+    #: The column that holds the key; defaults to the matching's own name, or ``field_name``.
+    key_column: str | None = None
+    update_only: bool = False
+    skip_triggers: bool = False
+    resource_id: int | None = None
+    #: ``skip``: a null cell is left out of ``data``, so an import never blanks a field by accident.
+    nulls: Literal["skip", "keep"] = "skip"
+    file_format: FileFormat | None = None
+    #: Publisher confirms in flight.
+    window: int = 4096
+    #: Seconds without any reply, once everything is published, before the rest are ``no_reply``.
+    reply_timeout: float = 60.0
+    results_path: Path | None = None
+    summary_path: Path | None = None
+    #: Continue the run recorded in the journal instead of starting anew.
+    resume: bool = False
+    #: Rows per batch read from the file.
+    batch_rows: int = 50_000
+    #: Seconds to wait for in-flight confirms and replies after SIGTERM/SIGINT.
+    drain_timeout: float = 30.0
+    #: Times a nacked message is sent again before its row is ``not_confirmed``.
+    nack_retries: int = 3
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.matching not in MATCHINGS:
+            raise InputError(f"unknown matching {self.matching!r}; use one of {', '.join(MATCHINGS)}")
+        if self.matching == "custom" and not self.field_name:
+            raise InputError("--matching custom needs --field NAME (the custom field to match on)")
+        if self.matching != "custom" and self.field_name:
+            raise InputError("--field only applies to --matching custom")
+        if self.window < 1:
+            raise InputError("--window must be at least 1")
+        if self.batch_rows < 1:
+            raise InputError("the batch size must be at least 1")
+        if self.reply_timeout <= 0:
+            raise InputError("--reply-timeout must be positive")
+
+    @property
+    def key(self) -> str:
+        """The column that holds each row's matching key."""
+        if self.key_column:
+            return self.key_column
+        if self.matching == "custom":
+            assert self.field_name is not None
+            return self.field_name
+        return self.matching
