@@ -50,10 +50,13 @@ def map_amqp_errors(settings: BrokerSettings) -> Iterator[None]:
     except amqp_errors.ChannelNotFoundEntity as exc:
         raise QueueMissing(f"{_reason(exc)} at {where}") from None
     except amqp_errors.ChannelPreconditionFailed as exc:
-        raise BrokerError(
-            f"the broker at {where} refused a queue declaration: {_reason(exc)}"
-        ) from None
-    except (amqp_errors.AMQPError, ConnectionError, OSError, amqp_errors.ChannelInvalidStateError) as exc:
+        raise BrokerError(f"the broker at {where} refused a queue declaration: {_reason(exc)}") from None
+    except (
+        amqp_errors.AMQPError,
+        ConnectionError,
+        OSError,
+        amqp_errors.ChannelInvalidStateError,
+    ) as exc:
         raise ConnectionLost(f"cannot talk to the broker at {where}: {_reason(exc)}") from None
     except TimeoutError:
         raise BrokerUnreachable(f"the broker at {where} did not answer in time") from None
@@ -120,5 +123,5 @@ async def close_quietly(connection: aiormq.Connection | None) -> None:
     try:
         async with asyncio.timeout(5):
             await connection.close()
-    except Exception as exc:  # noqa: BLE001 - best effort on exit
+    except Exception as exc:
         log.debug("closing the connection failed: %r", exc)

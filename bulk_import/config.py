@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -62,9 +63,7 @@ def validate_amqp_url(url: str) -> None:
     except ValueError as exc:
         raise InputError(f"the AMQP URL {censor_url(url)!r} does not parse: {exc}") from None
     if parts.scheme not in ("amqp", "amqps"):
-        raise InputError(
-            f"the AMQP URL {censor_url(url)!r} must start with amqp:// or amqps://"
-        )
+        raise InputError(f"the AMQP URL {censor_url(url)!r} must start with amqp:// or amqps://")
     if not parts.hostname:
         raise InputError(f"the AMQP URL {censor_url(url)!r} names no host")
 
@@ -94,13 +93,17 @@ class ImportOptions:
     summary_path: Path | None = None
     #: Continue the run recorded in the journal instead of starting anew.
     resume: bool = False
+    #: Discard a recorded unfinished run and start again.
+    restart: bool = False
+    #: CSV column types (name → str/int/float/bool/date/datetime); CSV cells are text otherwise.
+    types: Mapping[str, str] = field(default_factory=dict)
+    delimiter: str = ","
     #: Rows per batch read from the file.
     batch_rows: int = 50_000
     #: Seconds to wait for in-flight confirms and replies after SIGTERM/SIGINT.
     drain_timeout: float = 30.0
     #: Times a nacked message is sent again before its row is ``not_confirmed``.
     nack_retries: int = 3
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.matching not in MATCHINGS:
@@ -113,6 +116,8 @@ class ImportOptions:
             raise InputError("--window must be at least 1")
         if self.batch_rows < 1:
             raise InputError("the batch size must be at least 1")
+        if self.resume and self.restart:
+            raise InputError("--resume and --restart contradict each other; pass one")
         if self.reply_timeout <= 0:
             raise InputError("--reply-timeout must be positive")
 

@@ -59,9 +59,7 @@ class Batch:
 def _json_value(expr: pl.Expr) -> pl.Expr:
     """The JSON text of a value (polars encodes it; null stays null)."""
     encoded = pl.struct(expr.alias("v")).struct.json_encode()
-    return pl.when(expr.is_not_null()).then(
-        encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
-    )
+    return pl.when(expr.is_not_null()).then(encoded.str.strip_prefix('{"v":').str.strip_suffix("}"))
 
 
 def _wire_value(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -107,12 +105,14 @@ def _reject_reason(options: ImportOptions) -> pl.Expr:
         "phone": PHONE_RE,
         "profile_id": PROFILE_ID_RE,
     }.get(options.matching)
-    reason = pl.when(empty).then(pl.lit(f"empty {options.key}"))
-    if rule is not None:
-        reason = reason.when(~text.str.contains(rule)).then(
-            pl.lit(f"invalid {options.matching} in {options.key}")
-        )
-    return reason.otherwise(pl.lit(None, pl.String))
+    empty_reason = pl.when(empty).then(pl.lit(f"empty {options.key}"))
+    if rule is None:
+        return empty_reason.otherwise(pl.lit(None, pl.String))
+    return (
+        empty_reason.when(~text.str.contains(rule))
+        .then(pl.lit(f"invalid {options.matching} in {options.key}"))
+        .otherwise(pl.lit(None, pl.String))
+    )
 
 
 def envelope_prefix(options: ImportOptions) -> str:
@@ -142,16 +142,19 @@ def body_expr(schema: pl.Schema, options: ImportOptions, run_id: str) -> pl.Expr
     """One expression that turns each row into its ``database_import`` body."""
     columns = data_columns(schema, options)
     if options.nulls == "keep":
-        data = pl.struct(
-            [_wire_value(c, schema[c]).alias(c) for c in columns]
-        ).struct.json_encode()
+        data = pl.struct([_wire_value(c, schema[c]).alias(c) for c in columns]).struct.json_encode()
     else:
         fragments = [
-            pl.lit(orjson.dumps(c).decode() + ":") + _json_value(_wire_value(c, schema[c]))
-            for c in columns
+            pl.lit(orjson.dumps(c).decode() + ":") + _json_value(_wire_value(c, schema[c])) for c in columns
         ]
         data = (
-            pl.concat_str([pl.lit("{"), pl.concat_str(fragments, separator=",", ignore_nulls=True), pl.lit("}")])
+            pl.concat_str(
+                [
+                    pl.lit("{"),
+                    pl.concat_str(fragments, separator=",", ignore_nulls=True),
+                    pl.lit("}"),
+                ]
+            )
             if fragments
             else pl.lit("{}")
         )

@@ -152,7 +152,9 @@ class Publisher:
         self._in_flight = 0
         self._next_tag = channel.delivery_tag + 1
         self._channel = channel
-        self._connection = channel.connection
+        connection = channel.connection
+        assert isinstance(connection, aiormq.Connection)
+        self._connection = connection
         self._frame_max = channel.connection.connection_tune.frame_max or 131072
         self._method = pamqp_frame.marshal(
             spec.Basic.Publish(exchange=self.exchange, routing_key=self.routing_key),
@@ -162,9 +164,7 @@ class Publisher:
         self._closed = channel.closing
         self._closed.add_done_callback(lambda _: self._space.set())
 
-    async def publish(
-        self, tokens: Sequence[int], bodies: Sequence[bytes], ids: Sequence[bytes]
-    ) -> None:
+    async def publish(self, tokens: Sequence[int], bodies: Sequence[bytes], ids: Sequence[bytes]) -> None:
         """Queue the messages and write while the window has room; returns once all are written."""
         self._outbox.add(tokens, bodies, ids)
         await self._pump(until_empty=False)
@@ -230,11 +230,11 @@ class Publisher:
             reason = None if self._closed.cancelled() else self._closed.exception()
             raise ConnectionLost(f"the connection to the broker was lost ({reason or 'closed'})")
 
-    async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack) -> None:
+    async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject) -> None:
         ok = isinstance(frame, spec.Basic.Ack)
-        if frame.multiple:
-            self._settle_upto(frame.delivery_tag, ok)
-        elif self._sent and frame.delivery_tag == self._sent[0].first_tag:
+        assert frame.delivery_tag is not None
+        multiple = getattr(frame, "multiple", False)
+        if multiple or (self._sent and frame.delivery_tag == self._sent[0].first_tag):
             self._settle_upto(frame.delivery_tag, ok)
         else:
             self._early[frame.delivery_tag] = ok
@@ -263,9 +263,7 @@ class Publisher:
             if n == len(chunk.tokens):
                 self._sent.popleft()
             else:
-                self._sent[0] = _Chunk(
-                    chunk.first_tag + n, chunk.tokens[n:], chunk.bodies[n:], chunk.ids[n:]
-                )
+                self._sent[0] = _Chunk(chunk.first_tag + n, chunk.tokens[n:], chunk.bodies[n:], chunk.ids[n:])
             self._in_flight -= n
         if acked:
             self.confirmed += len(acked)

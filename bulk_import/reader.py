@@ -7,9 +7,11 @@ leading zeros or long ids) unless the caller asks for a type.
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,9 +69,7 @@ class Source:
         scan = pl.scan_parquet(self.path)
         total = _polars_call(self.path, lambda: scan.select(pl.len()).collect().item())
         for offset in range(start_row, total, self.batch_rows):
-            frame = _polars_call(
-                self.path, lambda o=offset: scan.slice(o, self.batch_rows).collect()
-            )
+            frame = _polars_call(self.path, partial(_slice, scan, offset, self.batch_rows))
             yield frame.with_row_index(ROW, offset=offset).with_columns(pl.col(ROW).cast(pl.Int64))
 
     def _csv_batches(self, start_row: int) -> Iterator[pl.DataFrame]:
@@ -133,9 +133,7 @@ def open_source(
     else:
         with path.open("rb") as fh:
             header = _read_header(fh, path)
-        columns = _polars_call(
-            path, lambda: pl.read_csv(io.BytesIO(header), separator=delimiter, n_rows=0).columns
-        )
+        columns = _header_names(path, header, delimiter)
     if not columns:
         raise InputError(f"{path}: has no columns")
     dupes = sorted({c for c in columns if columns.count(c) > 1})
@@ -154,6 +152,10 @@ def _polars_call(path: Path, call: Callable[[], T], where: str = "") -> T:
         raise InputError(f"{path}: cannot be read{where}: {exc.strerror or exc}") from None
 
 
+def _slice(scan: pl.LazyFrame, offset: int, length: int) -> pl.DataFrame:
+    return scan.slice(offset, length).collect()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
@@ -162,6 +164,15 @@ def _first_line(exc: BaseException) -> str:
     if "utf-8" in message.lower():
         return "it is not valid UTF-8 text"
     return message
+
+
+def _header_names(path: Path, header: bytes, delimiter: str) -> list[str]:
+    """Column names as written (polars would rename duplicates, which hides a user's mistake)."""
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: the header is not valid UTF-8 text") from None
+    return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
 
 
 def _read_header(fh: io.BufferedReader, path: Path) -> bytes:
@@ -210,4 +221,3 @@ def _last_record_end(data: bytes) -> int:
         if quotes % 2 == 0:
             return pos + 1
         end = pos
-

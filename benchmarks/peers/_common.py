@@ -11,12 +11,19 @@ and exits 0 only when every message was confirmed (or, for "no-confirm", counted
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import aiormq.abc
 
 JSON = "application/json"
 PERSISTENT = 2
+T = TypeVar("T")
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -60,9 +67,7 @@ def load_messages(path: Path, count: int) -> list[tuple[bytes, str]]:
     return [(lines[i % n], fids[i % n] or str(i)) for i in range(count)]
 
 
-def report(
-    peer: str, count: int, window: int, elapsed: float, confirmed: int, nacked: int
-) -> None:
+def report(peer: str, count: int, window: int, elapsed: float, confirmed: int, nacked: int) -> None:
     """Print the result line and exit non-zero unless every message was confirmed."""
     line = {
         "peer": peer,
@@ -73,5 +78,68 @@ def report(
         "confirmed": confirmed,
         "nacked": nacked,
     }
-    print(json.dumps(line), flush=True)
+    print(json.dumps(line, separators=(",", ":")), flush=True)
     sys.exit(0 if confirmed == count and nacked == 0 else 1)
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed, else on the stock asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def aiormq_channel(
+    args: argparse.Namespace, *, confirms: bool
+) -> tuple[aiormq.abc.AbstractConnection, aiormq.abc.AbstractChannel, int]:
+    """Connection, channel and the queue's message count, for the aiormq-based peers."""
+    import aiormq
+
+    conn = await aiormq.connect(args.url)
+    channel = await conn.channel(publisher_confirms=confirms)
+    if args.declare:
+        ok = await channel.queue_declare(args.queue, durable=True)
+    else:
+        ok = await channel.queue_declare(args.queue, passive=True)
+    return conn, channel, ok.message_count or 0
+
+
+async def publish_windowed(
+    send: Callable[[bytes, str], Awaitable[object]],
+    messages: list[tuple[bytes, str]],
+    window: int,
+    nack: type[BaseException],
+) -> tuple[int, int]:
+    """Run ``send(body, message_id)`` for every message, at most ``window`` unsettled at once.
+
+    ``send`` returns once the broker confirmed the message and raises ``nack`` when it
+    nacked it. Returns ``(confirmed, nacked)``; any other error is raised.
+    """
+    slots = asyncio.Semaphore(window)
+    pending: set[asyncio.Task[object]] = set()
+    counts = [0, 0]
+    failures: list[BaseException] = []
+
+    def settled(task: asyncio.Task[object]) -> None:
+        pending.discard(task)
+        slots.release()
+        exc = task.exception()
+        if exc is None or isinstance(exc, nack):
+            counts[exc is not None] += 1
+        else:
+            failures.append(exc)
+
+    for body, message_id in messages:
+        await slots.acquire()
+        if failures:
+            break
+        task = asyncio.ensure_future(send(body, message_id))
+        task.add_done_callback(settled)
+        pending.add(task)
+    if pending:
+        await asyncio.wait(set(pending))
+    if failures:
+        raise failures[0]
+    return counts[0], counts[1]

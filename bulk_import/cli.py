@@ -1,0 +1,254 @@
+"""The ``bulk-import`` command: options in, a library call, an exit code out. No logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from . import errors
+from .config import (
+    AMQP_URL_ENV,
+    DEFAULT_AMQP_URL,
+    DEFAULT_QUEUE,
+    DEFAULT_RESULT_QUEUE,
+    MATCHINGS,
+    BrokerSettings,
+    ImportOptions,
+)
+from .errors import BulkImportError
+from .pipeline import ImportSummary, run_import
+from .sample import write_sample
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   every row ok
+  1   finished; some rows error or rejected (see the results file)
+  2   usage or input-file error
+  3   cannot connect, authenticate, or a queue is missing
+  4   incomplete: rows not_confirmed or no_reply; --resume goes on
+  70  internal error (a bug: please report it)
+  130 interrupted by a second Ctrl-C / signal
+"""
+
+log = logging.getLogger("bulk_import")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiormq reports every reconnect and alarm at WARNING/ERROR; ours say it in the user's terms.
+    logging.getLogger("aiormq").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
+
+
+def _fail(exc: BulkImportError) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
+    """Run on uvloop; the first SIGINT/SIGTERM asks to stop and drain, a second exits at once."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.Runner()
+    with runner:
+        loop = runner.get_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                click.echo("error: stopped at once by a second signal; the journal is kept", err=True)
+                logging.shutdown()
+                os._exit(errors.EXIT_INTERRUPTED)
+            click.echo(
+                f"{signal.Signals(signum).name}: finishing what is in flight (send it again to stop now)",
+                err=True,
+            )
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return runner.run(make(stop))
+
+
+def amqp_options(func: F) -> F:
+    """Broker options shared by ``run`` and ``emulate``."""
+    decorators = [
+        click.option(
+            "--amqp-url",
+            envvar=AMQP_URL_ENV,
+            default=DEFAULT_AMQP_URL,
+            show_default=True,
+            help=f"Broker URL with the platform's vhost, e.g. amqp://user:pass@host:5672/altcraft [env {AMQP_URL_ENV}].",
+        ),
+        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Request queue."),
+        click.option("--result-queue", default=DEFAULT_RESULT_QUEUE, show_default=True, help="Reply queue."),
+        click.option(
+            "--declare",
+            is_flag=True,
+            help="Create the queues (durable) if missing, instead of only checking them.",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="bulk-import")
+def cli() -> None:
+    """Import profiles from CSV or Parquet into Altcraft over RabbitMQ, with a result for every row."""
+
+
+def _types(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        column, sep, type_name = value.rpartition(":")
+        if not sep or not column:
+            raise click.BadParameter(f"{value!r} is not COLUMN:TYPE", param_hint="--type")
+        out[column] = type_name
+    return out
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--db", "db_id", type=int, required=True, help="Profile database ID (db_id).")
+@click.option("--account", "account_id", type=int, default=1, envvar="BULK_IMPORT_ACCOUNT", show_default=True)
+@click.option("--matching", type=click.Choice(MATCHINGS), default="email", show_default=True)
+@click.option(
+    "--field", "field_name", help="Custom field to match on (--matching custom): column and field_name."
+)
+@click.option("--key-column", help="Column holding the key, when not named after the matching.")
+@click.option("--update-only", is_flag=True, help="Only update existing profiles; never create one.")
+@click.option("--skip-triggers", is_flag=True, help="Do not fire trigger events for these imports.")
+@click.option("--resource-id", type=int, help="Resource used for email and phone matching.")
+@click.option(
+    "--nulls",
+    type=click.Choice(["skip", "keep"]),
+    default="skip",
+    show_default=True,
+    help="skip: leave empty cells out of data; keep: send them as null (blanks the field).",
+)
+@click.option(
+    "--format", "file_format", type=click.Choice(["csv", "parquet"]), help="Override the extension."
+)
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    metavar="COLUMN:TYPE",
+    help="CSV column type: int, float, bool, date, datetime, str.",
+)
+@click.option("--delimiter", default=",", show_default=True, help="CSV field separator.")
+@amqp_options
+@click.option(
+    "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
+)
+@click.option(
+    "--reply-timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds without replies before the rest are no_reply.",
+)
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to finish in-flight work after SIGTERM/SIGINT.",
+)
+@click.option(
+    "--results",
+    "results_path",
+    type=click.Path(path_type=Path),
+    help="Results file (.csv or .parquet). [default: FILE's stem + .results.csv]",
+)
+@click.option(
+    "--summary", "summary_path", type=click.Path(path_type=Path), help="Also write the summary as JSON here."
+)
+@click.option("--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file.")
+@click.option("--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too).")
+def run(
+    file: Path,
+    amqp_url: str,
+    queue: str,
+    result_queue: str,
+    declare: bool,
+    types: tuple[str, ...],
+    summary_path: Path | None,
+    quiet: bool,
+    verbose: int,
+    **options: Any,
+) -> None:
+    """Import FILE (.csv or .parquet): one database_import message per row.
+
+    Every row ends with one status in the results file: ok, error (the platform's code and text),
+    rejected (never sent: no valid key), not_confirmed (the broker did not take it) or no_reply.
+    """
+    _setup_logging(verbose, quiet)
+    try:
+        settings = BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare)
+        opts = ImportOptions(types=_types(types), summary_path=summary_path, **options)
+        summary = _run_async(lambda stop: run_import(file, opts, settings, stop=stop))
+    except BulkImportError as exc:
+        _fail(exc)
+    _report(summary, summary_path)
+    sys.exit(errors.EXIT_INTERRUPTED if summary.interrupted and summary.exit_code else summary.exit_code)
+
+
+def _report(summary: ImportSummary, summary_path: Path | None) -> None:
+    counts = ", ".join(f"{status} {n}" for status, n in summary.counts.items())
+    click.echo(
+        f"{summary.rows} rows in {summary.elapsed_s:.1f}s ({summary.rows_per_s:.0f} rows/s; "
+        f"published {summary.publish_rows_per_s:.0f} rows/s): {counts}",
+        err=True,
+    )
+    click.echo(f"results: {summary.results}", err=True)
+    if summary.journal:
+        click.echo(f"unfinished: run again with --resume to finish (journal {summary.journal})", err=True)
+    if summary_path:
+        summary_path.write_bytes(summary.to_json())
+
+
+@cli.command()
+@click.argument("rows", type=int)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same contacts.")
+def sample(rows: int, path: Path, seed: int) -> None:
+    """Write ROWS synthetic contacts to PATH (.csv or .parquet)."""
+    try:
+        write_sample(rows, path, seed)
+    except BulkImportError as exc:
+        _fail(exc)
+    click.echo(f"wrote {rows} rows to {path}", err=True)
+
+
+def main() -> None:
+    """Console entry point: a bug exits 70 with its traceback, never 1."""
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception:
+        logging.getLogger("bulk_import").exception("internal error")
+        sys.exit(errors.EXIT_INTERNAL)

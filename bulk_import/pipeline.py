@@ -1,0 +1,446 @@
+"""One import run: file → messages → confirms, and replies → ledger → results file.
+
+Reading and building run in a worker thread one batch ahead of publishing. The consumer runs
+beside the publisher from the start, so a reply may arrive before its message's confirm. When the
+connection drops, the run reconnects with backoff, publishes again what was not confirmed and
+consumes again; replies the broker had delivered but not seen acked come again and count once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiormq
+import orjson
+
+from . import broker
+from .config import BrokerSettings, ImportOptions
+from .consumer import ReplyConsumer
+from .errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    BrokerUnreachable,
+    ConnectionLost,
+    InputError,
+)
+from .journal import Journal, journal_dir
+from .messages import Batch, Reply, build_batch
+from .publisher import Publisher
+from .reader import Source, open_source
+from .reconcile import ANSWERED, STATUSES, Ledger
+from .results import count_statuses, default_results_path, results_frame, write_results
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RECONNECT_FIRST_DELAY_S = 0.5
+RECONNECT_MAX_DELAY_S = 10.0
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What a run did, for the user, for ``--summary`` and for monitoring."""
+
+    run_id: str
+    rows: int
+    counts: dict[str, int]
+    elapsed_s: float
+    rows_per_s: float
+    publish_rows_per_s: float
+    results: Path
+    exit_code: int
+    journal: Path | None = None
+    interrupted: bool = False
+    reason: str = ""
+    duplicate_replies: int = 0
+    foreign_replies: int = 0
+    malformed_replies: int = 0
+    reconnects: int = 0
+
+    def to_json(self) -> bytes:
+        doc = asdict(self)
+        doc["results"] = str(self.results)
+        doc["journal"] = str(self.journal) if self.journal else None
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def summary_exit_code(counts: dict[str, int]) -> int:
+    """4 when rows lack a final answer, 1 when some failed, else 0."""
+    if counts.get("not_confirmed", 0) or counts.get("no_reply", 0):
+        return EXIT_INCOMPLETE
+    if counts.get("error", 0) or counts.get("rejected", 0):
+        return EXIT_ROWS_FAILED
+    return EXIT_OK
+
+
+class Session:
+    """The run's connection, with a channel each to publish, to consume and to pass replies on."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.connection: aiormq.Connection | None = None
+        self.publish: aiormq.Channel | None = None
+        self.consume: aiormq.Channel | None = None
+        self.republish: aiormq.Channel | None = None
+        self.reconnects = 0
+
+    @property
+    def lost(self) -> bool:
+        return (
+            self.connection is None
+            or self.connection.is_closed
+            or bool(self.consume is None or self.consume.is_closed)
+        )
+
+    async def open(self) -> None:
+        s = self.settings
+        self.connection = await broker.connect(s)
+        await broker.ensure_queues(self.connection, s, s.queue, s.result_queue)
+        self.publish = await broker.open_channel(self.connection, s, confirms=True)
+        self.consume = await broker.open_channel(self.connection, s, confirms=False)
+        self.republish = await broker.open_channel(self.connection, s, confirms=True)
+
+    async def reopen(self, cause: Exception) -> None:
+        """Connect again with growing pauses; :class:`BrokerUnreachable` when attempts run out."""
+        await broker.close_quietly(self.connection)
+        delay = RECONNECT_FIRST_DELAY_S
+        for attempt in range(1, self.settings.reconnect_attempts + 1):
+            log.warning(
+                "connection lost (%s); reconnecting, attempt %d of %d in %.1fs",
+                cause,
+                attempt,
+                self.settings.reconnect_attempts,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            try:
+                await self.open()
+            except BrokerUnreachable as exc:
+                cause = exc
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+                continue
+            self.reconnects += 1
+            log.warning("reconnected to %s", self.settings.safe_url)
+            return
+        raise BrokerUnreachable(
+            f"gave up after {self.settings.reconnect_attempts} reconnect attempts: {cause}"
+        )
+
+    async def close(self) -> None:
+        await broker.close_quietly(self.connection)
+
+
+@dataclass
+class _Prepared:
+    first_row: int
+    batch: Batch
+    rows: list[int]
+    bodies: list[bytes]
+    ids: list[bytes]
+
+
+@dataclass
+class _Clock:
+    started: float = field(default_factory=time.monotonic)
+    first_publish: float | None = None
+    last_confirm: float | None = None
+
+
+class Run:
+    """Everything one run holds; :meth:`execute` is the whole of it."""
+
+    def __init__(
+        self,
+        source: Source,
+        options: ImportOptions,
+        settings: BrokerSettings,
+        results_path: Path,
+        stop: asyncio.Event,
+    ) -> None:
+        self.source = source
+        self.options = options
+        self.settings = settings
+        self.results_path = results_path
+        self.stop = stop
+        self.session = Session(settings)
+        self.ledger = Ledger()
+        self.clock = _Clock()
+        self.rows_read = 0
+        self.journal: Journal | None = None
+        self.consumer: ReplyConsumer | None = None
+        self.publisher: Publisher | None = None
+        self.failure: str = ""
+
+    def _identity(self) -> dict[str, Any]:
+        stat = self.source.path.stat()
+        o = self.options
+        return {
+            "input": str(self.source.path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "account_id": o.account_id,
+            "db_id": o.db_id,
+            "matching": o.matching,
+            "key": o.key,
+        }
+
+    async def execute(self) -> ImportSummary:
+        await self.session.open()
+        try:
+            return await self._run()
+        finally:
+            await self.session.close()
+
+    async def _run(self) -> ImportSummary:
+        path = journal_dir(self.results_path)
+        if self.options.restart and path.exists():
+            Journal(path, "", {}).remove()
+        journal = self.journal = Journal.open(path, self._identity(), resume=self.options.resume)
+        try:
+            self._restore(journal)
+            self.publisher = Publisher(
+                self.settings.queue,
+                window=self.options.window,
+                on_confirmed=self._on_confirmed,
+                on_failed=self.ledger.fail,
+                nack_retries=self.options.nack_retries,
+            )
+            self.consumer = ReplyConsumer(
+                journal.run_id,
+                self.settings.result_queue,
+                on_reply=self._on_reply,
+                before_ack=journal.sync,
+                prefetch=max(256, self.options.window),
+            )
+            await self._attach()
+            consuming = asyncio.create_task(self.consumer.run())
+            try:
+                await self._publish_all()
+                await self._await_replies()
+            except BrokerUnreachable as exc:
+                self.failure = str(exc)
+                log.error("%s", exc)
+            finally:
+                consuming.cancel()
+                await asyncio.gather(consuming, return_exceptions=True)
+                await self._flush_acks()
+            if self.failure or self.stop.is_set():
+                await self._read_rest()
+            return self._finish(journal)
+        finally:
+            journal.close()
+
+    def _restore(self, journal: Journal) -> None:
+        answered = journal.answered_rows()
+        if len(answered):
+            state = self.ledger.state
+            top = int(answered.max())  # type: ignore[arg-type]
+            state.extend(bytes(top + 1 - len(state)))
+            for row in answered.to_list():
+                if state[row] != ANSWERED:
+                    state[row] = ANSWERED
+                    self.ledger.answered += 1
+            log.info("resuming run %s: %d rows already answered", journal.run_id, self.ledger.answered)
+
+    async def _attach(self) -> None:
+        s = self.session
+        assert self.publisher and self.consumer and s.publish and s.consume and s.republish
+        self.publisher.attach(s.publish)
+        await self.consumer.attach(s.consume, s.republish)
+
+    async def _guarded(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run a broker operation, reconnecting and retrying it while the connection drops."""
+        while True:
+            try:
+                with broker.map_amqp_errors(self.settings):
+                    return await op()
+            except ConnectionLost as exc:
+                await self._reconnect(exc)
+
+    async def _reconnect(self, cause: Exception) -> None:
+        await self.session.reopen(cause)
+        with broker.map_amqp_errors(self.settings):
+            await self._attach()
+
+    def _on_confirmed(self, rows: list[int]) -> None:
+        self.ledger.confirm(rows)
+        self.clock.last_confirm = time.monotonic()
+
+    def _on_reply(self, row: int, reply: Reply) -> None:
+        assert self.journal is not None
+        if self.ledger.answer(row):
+            self.journal.record_reply(row, reply)
+
+    async def _batches(self) -> AsyncIterator[_Prepared]:
+        """Prepared batches, built in a worker thread one ahead of the caller."""
+        assert self.journal is not None
+        journal, ledger, options = self.journal, self.ledger, self.options
+        run_id = journal.run_id
+
+        def prepare(frames: Any) -> _Prepared | None:
+            frame = next(frames, None)
+            if frame is None:
+                return None
+            batch = build_batch(frame, options, run_id)
+            first = int(frame[0, 0])
+            journal.record_keys(first, batch.keys)
+            rows, bodies = batch.rows, batch.bodies
+            if ledger.answered:
+                keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
+                rows, bodies = [rows[i] for i in keep], [bodies[i] for i in keep]
+            ids = [f"{run_id}-{r}".encode() for r in rows]
+            return _Prepared(first, batch, rows, bodies, ids)
+
+        frames = iter(self.source.batches())
+        loop = asyncio.get_running_loop()
+        ahead = loop.run_in_executor(None, prepare, frames)
+        try:
+            while (prepared := await ahead) is not None:
+                ahead = loop.run_in_executor(None, prepare, frames)
+                yield prepared
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+    async def _publish_all(self) -> None:
+        publisher = self.publisher
+        assert publisher is not None
+        async for p in self._batches():
+            self.rows_read = p.first_row + p.batch.size
+            self.ledger.reject(p.batch.rejected_rows)
+            if not p.rows:
+                continue
+            self.ledger.send(p.rows)
+            if self.clock.first_publish is None:
+                self.clock.first_publish = time.monotonic()
+            await self._guarded(lambda p=p: publisher.publish(p.rows, p.bodies, p.ids))  # type: ignore[misc]
+            if self.stop.is_set():
+                log.warning("stopping: no more rows are read; waiting for what is in flight")
+                break
+        drain = self.options.drain_timeout if self.stop.is_set() else None
+        try:
+            async with asyncio.timeout(drain):
+                await self._guarded(publisher.flush)
+        except TimeoutError:
+            log.warning("%d messages still unconfirmed after the drain time", publisher.in_flight)
+
+    async def _await_replies(self) -> None:
+        """Until every sent row is answered, or no reply came for ``reply_timeout`` seconds."""
+        consumer, publisher = self.consumer, self.publisher
+        assert consumer is not None and publisher is not None
+        deadline = time.monotonic() + self.options.drain_timeout if self.stop.is_set() else float("inf")
+        since = time.monotonic()
+        while self.ledger.awaiting > 0:
+            now = time.monotonic()
+            if self.stop.is_set() and deadline == float("inf"):
+                deadline = now + self.options.drain_timeout
+            if now >= deadline:
+                log.warning("drain time over: %d rows still without a reply", self.ledger.awaiting)
+                return
+            if now - max(consumer.last_reply_at, since) > self.options.reply_timeout:
+                log.warning(
+                    "no reply for %.0fs: %d rows marked no_reply",
+                    self.options.reply_timeout,
+                    self.ledger.awaiting,
+                )
+                return
+            if self.session.lost:
+                await self._reconnect(ConnectionLost("the connection closed"))
+                since = time.monotonic()
+            if publisher.pending:
+                await self._guarded(publisher.flush)
+            await asyncio.sleep(0.05)
+
+    async def _flush_acks(self) -> None:
+        if self.consumer is None:
+            return
+        try:
+            with broker.map_amqp_errors(self.settings):
+                await self.consumer.cancel()
+        except ConnectionLost:
+            pass  # unacked replies are delivered again and count once
+
+    async def _read_rest(self) -> None:
+        """Record the keys of rows never read, so the results file still has every row."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._record_remaining_keys)
+
+    def _record_remaining_keys(self) -> None:
+        assert self.journal is not None
+        for frame in self.source.batches(start_row=self.rows_read):
+            batch = build_batch(frame, self.options, self.journal.run_id)
+            self.journal.record_keys(int(frame[0, 0]), batch.keys)
+            self.ledger.reject(batch.rejected_rows)
+            self.rows_read = int(frame[-1, 0]) + 1
+
+    def _finish(self, journal: Journal) -> ImportSummary:
+        journal.sync(force=True)
+        rows = self.rows_read
+        write_results(results_frame(journal, self.ledger, rows), self.results_path)
+        counts = {s: 0 for s in STATUSES} | count_statuses(self.results_path)
+        exit_code = summary_exit_code(counts)
+        incomplete = exit_code == EXIT_INCOMPLETE
+        if not incomplete:
+            journal.remove()
+        elapsed = time.monotonic() - self.clock.started
+        clock = self.clock
+        publish_s = (
+            (clock.last_confirm - clock.first_publish) if clock.first_publish and clock.last_confirm else 0.0
+        )
+        confirmed = self.publisher.confirmed if self.publisher else 0
+        consumer = self.consumer
+        return ImportSummary(
+            run_id=journal.run_id,
+            rows=rows,
+            counts=counts,
+            elapsed_s=round(elapsed, 3),
+            rows_per_s=round(rows / elapsed, 1) if elapsed else 0.0,
+            publish_rows_per_s=round(confirmed / publish_s, 1) if publish_s else 0.0,
+            results=self.results_path,
+            exit_code=exit_code,
+            journal=journal.path if incomplete else None,
+            interrupted=self.stop.is_set(),
+            reason=self.failure,
+            duplicate_replies=self.ledger.duplicates,
+            foreign_replies=consumer.counts.foreign if consumer else 0,
+            malformed_replies=consumer.counts.malformed if consumer else 0,
+            reconnects=self.session.reconnects,
+        )
+
+
+def check_columns(source: Source, options: ImportOptions) -> None:
+    if options.key not in source.columns:
+        what = "--field" if options.matching == "custom" and not options.key_column else "key column"
+        raise InputError(
+            f"{source.path}: no column {options.key!r} for the {what} "
+            f"(columns: {', '.join(source.columns[:20])})"
+        )
+
+
+async def run_import(
+    path: Path,
+    options: ImportOptions,
+    settings: BrokerSettings,
+    *,
+    stop: asyncio.Event | None = None,
+) -> ImportSummary:
+    """Import ``path``; returns the summary, or raises a :class:`BulkImportError`."""
+    source = open_source(
+        path,
+        options.file_format,
+        batch_rows=options.batch_rows,
+        types=options.types,
+        delimiter=options.delimiter,
+    )
+    check_columns(source, options)
+    results_path = options.results_path or default_results_path(path)
+    run = Run(source, options, settings, results_path, stop or asyncio.Event())
+    return await run.execute()

@@ -1,0 +1,112 @@
+"""What became of each row: a one-byte state per row that only moves forward.
+
+::
+
+    pending ──sent──▶ sent ──confirmed──▶ confirmed ──reply──▶ answered
+       │                │  └──nacked (retries spent)──▶ failed
+       └──rejected      └──reply (before its confirm)──▶ answered
+
+A row's final status follows from its state (:func:`final_status`); the reply's details are in the
+journal. The state array costs one byte per row, so ten million rows need 10 MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+Status = Literal["ok", "error", "rejected", "not_confirmed", "no_reply"]
+STATUSES: Final[tuple[Status, ...]] = ("ok", "error", "rejected", "not_confirmed", "no_reply")
+
+PENDING: Final = 0
+REJECTED: Final = 1
+SENT: Final = 2
+CONFIRMED: Final = 3
+FAILED: Final = 4
+ANSWERED: Final = 5
+
+#: The final status of every state but ``answered``, whose status is the reply's.
+UNANSWERED_STATUS: Final[dict[int, Status]] = {
+    PENDING: "not_confirmed",
+    REJECTED: "rejected",
+    SENT: "not_confirmed",
+    CONFIRMED: "no_reply",
+    FAILED: "not_confirmed",
+}
+
+
+def final_status(state: int, reply_error: int | None) -> Status:
+    if state == ANSWERED:
+        return "ok" if reply_error == 0 else "error"
+    return UNANSWERED_STATUS[state]
+
+
+@dataclass
+class Ledger:
+    """Per-row states of one run, and the counters the pipeline waits on."""
+
+    state: bytearray = field(default_factory=bytearray)
+    #: Rows sent and not yet answered (confirmed or not): what the run still waits for.
+    awaiting: int = 0
+    answered: int = 0
+    duplicates: int = 0
+    #: Replies carrying this run's id for a row that was never sent.
+    unexpected: int = 0
+
+    def _grow(self, row: int) -> None:
+        if row >= len(self.state):
+            self.state.extend(bytes(row + 1 - len(self.state)))
+
+    def is_answered(self, row: int) -> bool:
+        return row < len(self.state) and self.state[row] == ANSWERED
+
+    def reject(self, rows: Iterable[int]) -> None:
+        for row in rows:
+            self._grow(row)
+            if self.state[row] == PENDING:
+                self.state[row] = REJECTED
+
+    def send(self, rows: Iterable[int]) -> None:
+        state = self.state
+        for row in rows:
+            self._grow(row)
+            if state[row] in (PENDING, FAILED, CONFIRMED, SENT):
+                if state[row] in (PENDING, FAILED):
+                    self.awaiting += 1
+                state[row] = SENT
+
+    def confirm(self, rows: Iterable[int]) -> None:
+        state = self.state
+        for row in rows:
+            if state[row] == SENT:
+                state[row] = CONFIRMED
+
+    def fail(self, rows: Iterable[int]) -> None:
+        state = self.state
+        for row in rows:
+            if state[row] in (SENT, CONFIRMED):
+                state[row] = FAILED
+                self.awaiting -= 1
+
+    def answer(self, row: int) -> bool:
+        """Record a reply; False when the row was answered already (or never sent)."""
+        self._grow(row)
+        current = self.state[row]
+        if current == ANSWERED:
+            self.duplicates += 1
+            return False
+        if current == REJECTED:
+            self.unexpected += 1
+            return False
+        if current in (SENT, CONFIRMED):
+            self.awaiting -= 1
+        self.state[row] = ANSWERED
+        self.answered += 1
+        return True
+
+    def counts(self, rows: int) -> dict[int, int]:
+        """How many of the first ``rows`` rows are in each state."""
+        self._grow(rows - 1) if rows else None
+        view = self.state[:rows]
+        return {s: view.count(s) for s in (PENDING, REJECTED, SENT, CONFIRMED, FAILED, ANSWERED)}

@@ -1,0 +1,109 @@
+"""The per-row ledger: states only move forward, replies count once, statuses follow."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bulk_import.reconcile import (
+    ANSWERED,
+    CONFIRMED,
+    FAILED,
+    PENDING,
+    REJECTED,
+    SENT,
+    Ledger,
+    final_status,
+)
+
+
+def test_happy_path() -> None:
+    """sent → confirmed → answered leaves nothing awaited."""
+    ledger = Ledger()
+    ledger.send([0, 1])
+    assert ledger.awaiting == 2
+    ledger.confirm([0, 1])
+    assert ledger.answer(0)
+    assert ledger.answer(1)
+    assert ledger.awaiting == 0
+    assert list(ledger.state) == [ANSWERED, ANSWERED]
+
+
+def test_reply_before_confirm() -> None:
+    """A reply may overtake its confirm; the late confirm does not undo it."""
+    ledger = Ledger()
+    ledger.send([0])
+    assert ledger.answer(0)
+    ledger.confirm([0])
+    assert ledger.state[0] == ANSWERED
+    assert ledger.awaiting == 0
+
+
+def test_duplicate_reply_counts_once() -> None:
+    """The second reply for a row is a duplicate, not a second answer."""
+    ledger = Ledger()
+    ledger.send([0])
+    assert ledger.answer(0)
+    assert not ledger.answer(0)
+    assert (ledger.answered, ledger.duplicates) == (1, 1)
+
+
+def test_reply_for_rejected_row_is_unexpected() -> None:
+    """A reply for a row never sent is counted and ignored."""
+    ledger = Ledger()
+    ledger.reject([0])
+    assert not ledger.answer(0)
+    assert ledger.unexpected == 1
+    assert ledger.state[0] == REJECTED
+
+
+def test_reply_from_earlier_attempt_before_the_row_is_read() -> None:
+    """On resume a reply can arrive for a row not read yet: it is answered and never sent again."""
+    ledger = Ledger()
+    assert ledger.answer(10)
+    assert ledger.is_answered(10)
+    assert ledger.awaiting == 0
+
+
+def test_failed_rows_stop_being_awaited() -> None:
+    """A row the broker kept refusing is not waited for."""
+    ledger = Ledger()
+    ledger.send([0, 1])
+    ledger.fail([1])
+    assert ledger.awaiting == 1
+    assert ledger.state[1] == FAILED
+
+
+def test_final_statuses() -> None:
+    """Each state maps to the documented status; an answer's is its error code's."""
+    assert final_status(ANSWERED, 0) == "ok"
+    assert final_status(ANSWERED, 3) == "error"
+    assert final_status(REJECTED, None) == "rejected"
+    assert final_status(CONFIRMED, None) == "no_reply"
+    assert final_status(SENT, None) == "not_confirmed"
+    assert final_status(FAILED, None) == "not_confirmed"
+    assert final_status(PENDING, None) == "not_confirmed"
+
+
+events = st.lists(
+    st.tuples(st.sampled_from(["send", "confirm", "fail", "answer"]), st.integers(0, 9)), max_size=80
+)
+
+
+@given(events)
+def test_awaiting_matches_the_states(steps: list[tuple[str, int]]) -> None:
+    """In any order of events, awaiting equals the rows sent or confirmed, and answers count once."""
+    ledger = Ledger()
+    answers = set()
+    for event, row in steps:
+        if event == "send":
+            ledger.send([row])
+        elif event == "answer":
+            if ledger.answer(row):
+                answers.add(row)
+        elif row < len(ledger.state):
+            getattr(ledger, event)([row])
+    outstanding = sum(1 for s in ledger.state if s in (SENT, CONFIRMED))
+    assert ledger.awaiting == outstanding
+    assert ledger.answered == len(answers)
+    assert all(ledger.state[r] == ANSWERED for r in answers)
