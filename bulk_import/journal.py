@@ -64,18 +64,23 @@ class Journal:
     def keys_dir(self) -> Path:
         return self.path / "keys"
 
-    @classmethod
-    def open(cls, path: Path, identity: dict[str, Any], *, resume: bool) -> Journal:
-        """Start a journal, or with ``resume`` reopen the one whose identity matches."""
-        meta = path / "run.json"
+    @staticmethod
+    def check(path: Path, *, resume: bool) -> None:
+        """Refuse early (before connecting) a run that would overwrite or miss a journal."""
         if path.exists() and not resume:
             raise InputError(
                 f"an unfinished run of this file is recorded in {path}: "
                 "pass --resume to finish it, or --restart to discard it and start again"
             )
+        if resume and not (path / "run.json").exists():
+            raise InputError(f"nothing to resume: no journal at {path}")
+
+    @classmethod
+    def open(cls, path: Path, identity: dict[str, Any], *, resume: bool) -> Journal:
+        """Start a journal, or with ``resume`` reopen the one whose identity matches."""
+        meta = path / "run.json"
+        cls.check(path, resume=resume)
         if resume:
-            if not meta.exists():
-                raise InputError(f"nothing to resume: no journal at {path}")
             recorded = orjson.loads(meta.read_bytes())
             differs = sorted(k for k, v in identity.items() if recorded.get("identity", {}).get(k) != v)
             if differs:

@@ -192,6 +192,10 @@ class Run:
         }
 
     async def execute(self) -> ImportSummary:
+        path = journal_dir(self.results_path)
+        if self.options.restart and path.exists():
+            Journal(path, "", {}).remove()
+        Journal.check(path, resume=self.options.resume)
         await self.session.open()
         try:
             return await self._run()
@@ -200,8 +204,6 @@ class Run:
 
     async def _run(self) -> ImportSummary:
         path = journal_dir(self.results_path)
-        if self.options.restart and path.exists():
-            Journal(path, "", {}).remove()
         journal = self.journal = Journal.open(path, self._identity(), resume=self.options.resume)
         try:
             self._restore(journal)

@@ -54,7 +54,7 @@ def test_parquet_batches_number_rows(tmp_path: Path) -> None:
 
 
 cells = st.text(
-    alphabet=st.sampled_from(list('ab ,"\n\r;é中\t') + ["\u2028"]),
+    alphabet=st.sampled_from([*'ab ,"\n\r;é中\t', "\u2028"]),
     max_size=12,
 )
 

@@ -1,0 +1,140 @@
+"""`bulk-import run` end to end: a real broker, the stand-in job server, the CLI as a user runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from tests.helpers import (
+    Queues,
+    assert_every_row_accounted,
+    declare,
+    emulator,
+    publish,
+    queue_state,
+    run_cli,
+    status_counts,
+)
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.mark.parametrize("name", ["100k.parquet", "100k.csv"])
+def test_100k_rows_all_ok(name: str, samples: dict[str, Path], queues: Queues, tmp_path: Path) -> None:
+    """Every row of a 100,000-row file is confirmed, answered and ok; the journal is cleaned up."""
+    results = tmp_path / "out.results.csv"
+    summary = tmp_path / "summary.json"
+    with emulator(queues):
+        done = run_cli(
+            "run", samples[name], "--db", "1", *queues.args(), "--results", results, "--summary", summary
+        )
+    assert done.returncode == 0, done.stderr
+    frame = assert_every_row_accounted(100_000, results)
+    assert status_counts(frame) == {"ok": 100_000}
+    assert frame["profile_id"].str.len_chars().unique().to_list() == [24]
+    assert frame["matching_field"].unique().to_list() == ["email"]
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["rows"] == 100_000
+    assert doc["counts"]["ok"] == 100_000
+    assert doc["exit_code"] == 0
+    assert doc["publish_rows_per_s"] > 0
+    assert not (tmp_path / "out.results.csv.journal").exists()
+    assert queue_state(queues.request)[0] == 0
+    assert queue_state(queues.result)[0] == 0
+
+
+def mixed_file(path: Path) -> None:
+    pl.DataFrame(
+        {
+            "email": ["new@example.com", "bad-address", None, "ghost@example.com", "also.new@example.com"],
+            "_fname": ["Ann", "Bob", "Cy", "Di", "Ed"],
+        }
+    ).write_csv(path)
+
+
+def test_mixed_file_gets_a_status_per_row(queues: Queues, tmp_path: Path) -> None:
+    """Valid, invalid and update-only-unknown rows each get the right status; exit 1."""
+    data = tmp_path / "mixed.csv"
+    mixed_file(data)
+    with emulator(queues):
+        first = run_cli("run", data, "--db", "1", *queues.args(), "--results", tmp_path / "a.csv")
+        assert first.returncode == 1, first.stderr
+        # The first run created two profiles; now update only: those two ok, the ghost was never created.
+        pl.DataFrame({"email": ["new@example.com", "nobody@example.com"]}).write_csv(tmp_path / "upd.csv")
+        second = run_cli(
+            "run", tmp_path / "upd.csv", "--db", "1", "--update-only", *queues.args(),
+            "--results", tmp_path / "b.csv",
+        )  # fmt: skip
+    frame = assert_every_row_accounted(5, tmp_path / "a.csv")
+    assert frame["status"].to_list() == ["ok", "rejected", "rejected", "ok", "ok"]
+    assert frame["error_text"][1] == "invalid email in email"
+    assert frame["error_text"][2] == "empty email"
+    assert frame["feedback_id"][1] is None
+    assert second.returncode == 1, second.stderr
+    upd = assert_every_row_accounted(2, tmp_path / "b.csv")
+    assert upd["status"].to_list() == ["ok", "error"]
+    assert upd["profile_id"][0] == frame["profile_id"][0]
+    assert upd["error"][1] not in (None, "0")
+    assert upd["error_text"][1]
+
+
+def test_same_file_twice_same_profiles(samples: dict[str, Path], queues: Queues, tmp_path: Path) -> None:
+    """Importing the same keys again updates the same profiles (the stand-in keeps its store)."""
+    store = tmp_path / "profiles.sqlite"
+    runs = []
+    for attempt in range(2):
+        with emulator(queues, "--store", store):
+            out = tmp_path / f"run{attempt}.csv"
+            done = run_cli(
+                "run", samples["small.csv"], "--db", "9", "--matching", "custom", "--field", "CRM_ID",
+                *queues.args(), "--results", out,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            runs.append(assert_every_row_accounted(500, out))
+    assert runs[0]["profile_id"].to_list() == runs[1]["profile_id"].to_list()
+    assert runs[0]["profile_id"].n_unique() == 500
+
+
+def test_missing_queue_exits_3(samples: dict[str, Path], queues: Queues, tmp_path: Path) -> None:
+    """Without --declare a missing platform queue is exit 3 with a hint, and nothing is written."""
+    done = run_cli("run", samples["small.csv"], "--db", "1", *queues.args(), "--results", tmp_path / "r.csv")
+    assert done.returncode == 3
+    assert "does not exist" in done.stderr
+    assert "--declare" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_foreign_replies_are_left_for_their_owner(
+    samples: dict[str, Path], queues: Queues, tmp_path: Path
+) -> None:
+    """Replies of other importers in the shared result queue survive the run, untouched in number."""
+    declare(queues.request, queues.result)
+    foreign = [
+        orjson.dumps({"error": 0, "error_text": "", "feedback_id": f"other-importer-{i}", "profile_id": "x"})
+        for i in range(50)
+    ]
+    publish(queues.result, foreign)
+    with emulator(queues):
+        done = run_cli(
+            "run", samples["small.csv"], "--db", "1", *queues.args(), "--results", tmp_path / "r.csv",
+            "--summary", tmp_path / "s.json",
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert status_counts(assert_every_row_accounted(500, tmp_path / "r.csv")) == {"ok": 500}
+    assert queue_state(queues.result)[0] == 50
+    assert orjson.loads((tmp_path / "s.json").read_bytes())["foreign_replies"] >= 50
+
+
+def test_password_never_printed(samples: dict[str, Path], tmp_path: Path) -> None:
+    """A wrong password is exit 3, and the password appears nowhere in the output."""
+    done = run_cli(
+        "run", samples["small.csv"], "--db", "1", "--results", tmp_path / "r.csv",
+        "--amqp-url", "amqp://guest:s3cr3t-pw@127.0.0.1:5672/",
+    )  # fmt: skip
+    assert done.returncode == 3
+    assert "s3cr3t-pw" not in done.stderr + done.stdout
+    assert "refused the login" in done.stderr
