@@ -18,13 +18,15 @@ LAST = ["Ivanova", "Smith", "Müller", "García", "Rossi", "Kowalski", "Nguyen",
 CITY = ["Moscow", "Berlin", "São Paulo", "Zürich", "Kraków", "Lyon", "Osaka", "Dublin", "Porto", "Oslo"]
 LOCAL = ["Анна", "Борис", "Χλόη", "Дмитрий", "Елена", "فريد", "Грета", "浩", "Инес", "Жуан"]
 
-_MASK = (1 << 61) - 1
+_A = 6364136223846793005
+_B = 1442695040888963407
 
 
 def _mix(i: pl.Expr, salt: int) -> pl.Expr:
-    """A pseudo-random non-negative integer per row, stable across polars versions."""
-    x = (i * 6364136223846793005 + salt * 1442695040888963407) & _MASK
-    return (x ^ (x // 8192)) & _MASK
+    """A pseudo-random non-negative integer per row: wrapping 64-bit arithmetic, stable anywhere."""
+    x = i.cast(pl.UInt64) * pl.lit(_A, pl.UInt64) + pl.lit((salt * _B) % 2**64, pl.UInt64)
+    x = (x ^ (x // (1 << 29))) * pl.lit(_A, pl.UInt64)
+    return (x // (1 << 33)).cast(pl.Int64)
 
 
 def _pick(words: list[str], i: pl.Expr, salt: int) -> pl.Expr:
