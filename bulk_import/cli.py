@@ -15,7 +15,6 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from . import errors
-from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve
 from .config import (
     AMQP_URL_ENV,
     DEFAULT_AMQP_URL,
@@ -25,6 +24,7 @@ from .config import (
     BrokerSettings,
     ImportOptions,
 )
+from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve
 from .errors import BulkImportError
 from .pipeline import ImportSummary, run_import
 from .sample import write_sample
@@ -62,7 +62,9 @@ def _fail(exc: BulkImportError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
-def _run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, T]], second_signal_exits: bool = True) -> T:
+def _run_async(
+    make: Callable[[asyncio.Event], Coroutine[Any, Any, T]], second_signal_exits: bool = True
+) -> T:
     """Run on uvloop; the first SIGINT/SIGTERM asks to stop and drain, a second exits at once."""
     try:
         import uvloop
@@ -79,10 +81,8 @@ def _run_async(make: Callable[[asyncio.Event], Coroutine[Any, Any, T]], second_s
                 click.echo("error: stopped at once by a second signal; the journal is kept", err=True)
                 logging.shutdown()
                 os._exit(errors.EXIT_INTERRUPTED)
-            click.echo(
-                f"{signal.Signals(signum).name}: finishing what is in flight (send it again to stop now)",
-                err=True,
-            )
+            again = " (send it again to stop now)" if second_signal_exits else ""
+            click.echo(f"{signal.Signals(signum).name}: finishing what is in flight{again}", err=True)
             stop.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -245,23 +245,48 @@ def sample(rows: int, path: Path, seed: int) -> None:
     click.echo(f"wrote {rows} rows to {path}", err=True)
 
 
-@cli.command(epilog="Error codes it replies with:\n\n" + "\n\n".join(f"{code}  {text}" for code, text in sorted(ERROR_CODES.items())))
+@cli.command(
+    epilog="Error codes it replies with:\n\n"
+    + "\n\n".join(f"{code}  {text}" for code, text in sorted(ERROR_CODES.items()))
+)
 @amqp_options
-@click.option("--store", type=click.Path(path_type=Path), help="Keep profiles in this SQLite file across restarts.")
-@click.option("--prefetch", type=int, default=4096, show_default=True, help="Requests taken from the broker at once.")
+@click.option(
+    "--store", type=click.Path(path_type=Path), help="Keep profiles in this SQLite file across restarts."
+)
+@click.option(
+    "--prefetch", type=int, default=4096, show_default=True, help="Requests taken from the broker at once."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault knobs below.")
 @click.option("--drop", type=float, default=0.0, help="Share of replies never sent (0-1).")
 @click.option("--duplicate", type=float, default=0.0, help="Share of replies sent twice.")
-@click.option("--error", "error_share", type=float, default=0.0, help="Share of requests answered with a temporary error.")
+@click.option(
+    "--error",
+    "error_share",
+    type=float,
+    default=0.0,
+    help="Share of requests answered with a temporary error.",
+)
 @click.option("--delay", type=float, default=0.0, help="Seconds each reply is held back.")
 @click.option("--malformed", type=float, default=0.0, help="Share of replies sent malformed.")
 @click.option("--exit-after", type=int, help="Exit abruptly (code 75) after receiving this many requests.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option("-v", "--verbose", count=True)
 def emulate(
-    amqp_url: str, queue: str, result_queue: str, declare: bool, store: Path | None, prefetch: int, seed: int,
-    drop: float, duplicate: float, error_share: float, delay: float, malformed: float, exit_after: int | None,
-    quiet: bool, verbose: int,
+    amqp_url: str,
+    queue: str,
+    result_queue: str,
+    declare: bool,
+    store: Path | None,
+    prefetch: int,
+    seed: int,
+    drop: float,
+    duplicate: float,
+    error_share: float,
+    delay: float,
+    malformed: float,
+    exit_after: int | None,
+    quiet: bool,
+    verbose: int,
 ) -> None:
     """Stand in for the platform's job server: consume requests, import into a local store, reply.
 
@@ -272,8 +297,15 @@ def emulate(
     try:
         settings = EmulatorSettings(
             broker=BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare),
-            store_path=store, prefetch=prefetch, seed=seed, drop=drop, duplicate=duplicate,
-            error=error_share, delay=delay, malformed=malformed, exit_after=exit_after,
+            store_path=store,
+            prefetch=prefetch,
+            seed=seed,
+            drop=drop,
+            duplicate=duplicate,
+            error=error_share,
+            delay=delay,
+            malformed=malformed,
+            exit_after=exit_after,
         )
 
         async def serve_until_signal(stop: asyncio.Event) -> EmulatorCounts:

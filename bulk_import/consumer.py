@@ -84,8 +84,9 @@ class ReplyConsumer:
                 await self.flush_acks()
                 continue
             await self._handle(message)
-            if self._unacked >= ACK_EVERY or self._inbox.empty():
-                await self.flush_acks()
+            while not self._inbox.empty() and self._unacked < ACK_EVERY:
+                await self._handle(self._inbox.get_nowait())
+            await self.flush_acks()
 
     async def _handle(self, message: DeliveredMessage) -> None:
         tag = message.delivery_tag
