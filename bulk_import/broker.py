@@ -15,6 +15,7 @@ import aiormq
 import aiormq.exceptions as amqp_errors
 
 from .config import BrokerSettings
+from .delivery import Tap, TapTransport
 from .errors import (
     AuthenticationFailed,
     BrokerError,
@@ -69,12 +70,19 @@ def _reason(exc: BaseException) -> str:
     return "; ".join(args) or type(exc).__name__
 
 
-async def connect(settings: BrokerSettings) -> aiormq.Connection:
-    """An open connection, or :class:`BrokerUnreachable` / :class:`AuthenticationFailed`."""
+async def connect(settings: BrokerSettings, *, tap: Tap | None = None) -> aiormq.Connection:
+    """An open connection, or :class:`BrokerUnreachable` / :class:`AuthenticationFailed`.
+
+    With a ``tap``, one channel's deliveries are read in bulk (:mod:`bulk_import.delivery`).
+    """
+    connection = aiormq.Connection(
+        settings.url, transport_factory=None if tap is None else TapTransport(tap)
+    )
     try:
         with map_amqp_errors(settings):
             async with asyncio.timeout(settings.connect_timeout):
-                return await aiormq.connect(settings.url)
+                await connection.connect()
+                return connection
     except ConnectionLost as exc:
         raise BrokerUnreachable(str(exc).replace("cannot talk to", "cannot connect to")) from None
 

@@ -215,7 +215,7 @@ def run(
     except BulkImportError as exc:
         _fail(exc)
     _report(summary, summary_path)
-    sys.exit(errors.EXIT_INTERRUPTED if summary.interrupted and summary.exit_code else summary.exit_code)
+    sys.exit(summary.exit_code)
 
 
 def _report(summary: ImportSummary, summary_path: Path | None) -> None:

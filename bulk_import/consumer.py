@@ -1,30 +1,33 @@
 """Read ``database_import_result`` while publishing, and hand this run's replies to the pipeline.
 
-The result queue is shared by every importer on the platform. A reply that is not this run's is
-published again to the queue's tail for its owner and then acked: never dropped, and never
-requeued at the head, where it would come straight back. Should such replies keep coming back
-(nobody else is consuming), they are passed on at a bounded rate, so the loop costs no CPU.
-
-Messages are handled in delivery order by one task, so an ack with ``multiple`` never covers a
-message still being passed on. A reply is recorded in the journal before it is acked.
+Deliveries arrive a socket read at a time through the connection's :class:`~.delivery.Tap`; this
+run's replies are recorded at once (journal first, ack after). The result queue is shared by every
+importer on the platform, so a reply that is not this run's is published again to the queue's tail
+for its owner and only then acked: never dropped, and never requeued at the head, where it would
+come straight back. Replies that keep coming round (nobody else is consuming) are passed on at a
+bounded rate, so the loop costs no CPU. Acks use ``multiple`` only up to the last tag below which
+everything is settled, so a reply still being passed on is never acked by accident.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiormq
 from aiormq.abc import DeliveredMessage
 
+from .delivery import Acks, Delivery, Tap
 from .messages import MalformedReply, Reply, parse_feedback_id, parse_reply
 
 log = logging.getLogger(__name__)
 
-ACK_EVERY = 1000
+ACK_EVERY = 2000
 ACK_INTERVAL_S = 0.05
 #: Foreign replies passed back per second once they start coming round again.
 BOUNCE_RATE = 200.0
@@ -36,6 +39,10 @@ class ConsumerCounts:
     replies: int = 0
     foreign: int = 0
     malformed: int = 0
+
+
+async def _never_called(message: DeliveredMessage) -> None:  # pragma: no cover - the tap takes them
+    raise AssertionError("deliveries of a tapped channel must not reach aiormq")
 
 
 class ReplyConsumer:
@@ -57,98 +64,103 @@ class ReplyConsumer:
         self.prefetch = prefetch
         self.counts = ConsumerCounts()
         self.last_reply_at = time.monotonic()
-        self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        self._acks = Acks()
+        self._foreign: deque[Delivery] = deque()
+        self._wake = asyncio.Event()
         self._channel: aiormq.Channel | None = None
         self._republish: aiormq.Channel | None = None
-        self._unacked_tag = 0
-        self._unacked = 0
         self._bounce_tokens = BOUNCE_RATE
         self._bounce_clock = time.monotonic()
 
-    async def attach(self, channel: aiormq.Channel, republish: aiormq.Channel) -> None:
-        """Consume on ``channel``; foreign replies go back through ``republish`` (confirms on)."""
-        self._inbox = asyncio.Queue()
-        self._unacked_tag = 0
-        self._unacked = 0
+    async def attach(self, tap: Tap, channel: aiormq.Channel, republish: aiormq.Channel) -> None:
+        """Consume on ``channel`` through ``tap``; foreign replies go back through ``republish``."""
+        self._acks.reset()
+        self._foreign.clear()
         self._channel = channel
         self._republish = republish
+        tap.attach(channel.number, self._on_deliveries)
         await channel.basic_qos(prefetch_count=self.prefetch)
-        await channel.basic_consume(self.queue, self._inbox.put)
+        await channel.basic_consume(self.queue, _never_called)
+
+    def _on_deliveries(self, batch: list[Delivery]) -> None:
+        settled: list[int] = []
+        run_id = self.run_id
+        for delivery in batch:
+            try:
+                reply = parse_reply(delivery.body)
+            except MalformedReply as exc:
+                self.counts.malformed += 1
+                log.warning("malformed reply acked and skipped (%s): %r", exc, delivery.body[:200])
+                settled.append(delivery.delivery_tag)
+                continue
+            ours = parse_feedback_id(reply.feedback_id)
+            if ours is None or ours[0] != run_id:
+                self._foreign.append(delivery)
+                continue
+            self.counts.replies += 1
+            self.on_reply(ours[1], reply)
+            settled.append(delivery.delivery_tag)
+        if settled:
+            self.last_reply_at = time.monotonic()
+            self._acks.settle(settled)
+        if self._foreign or self._acks.upto - self._acks.sent >= ACK_EVERY:
+            self._wake.set()
 
     async def run(self) -> None:
-        """Handle deliveries until cancelled; acks are flushed at least every 50 ms."""
+        """Pass foreign replies on and flush acks, at least every 50 ms, until cancelled."""
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), ACK_INTERVAL_S)
+            self._wake.clear()
             try:
-                message = await asyncio.wait_for(self._inbox.get(), ACK_INTERVAL_S)
-            except TimeoutError:
+                await self._pass_on_foreign()
                 await self.flush_acks()
-                continue
-            await self._handle(message)
-            while not self._inbox.empty() and self._unacked < ACK_EVERY:
-                await self._handle(self._inbox.get_nowait())
-            await self.flush_acks()
+            except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+                # The connection is going; the pipeline reconnects and attaches us again, and the
+                # broker delivers whatever was not acked once more.
+                log.debug("consumer paused: %r", exc)
 
-    async def _handle(self, message: DeliveredMessage) -> None:
-        tag = message.delivery_tag
-        if message.channel is not self._channel or tag is None:
-            return  # from a channel that has since closed: the broker will deliver it again
-        try:
-            reply = parse_reply(message.body)
-        except MalformedReply as exc:
-            self.counts.malformed += 1
-            log.warning("malformed reply acked and skipped (%s): %r", exc, message.body[:200])
-            self._settled(tag)
-            return
-        ours = parse_feedback_id(reply.feedback_id)
-        if ours is None or ours[0] != self.run_id:
-            await self._pass_on(message)
-            return
-        self.counts.replies += 1
-        self.last_reply_at = time.monotonic()
-        self.on_reply(ours[1], reply)
-        self._settled(tag)
-
-    def _settled(self, tag: int) -> None:
-        self._unacked_tag = tag
-        self._unacked += 1
+    async def _pass_on_foreign(self) -> None:
+        while self._foreign:
+            delivery, channel = self._foreign[0], self._channel
+            await self._pass_on(delivery)
+            if channel is self._channel and self._foreign and self._foreign[0] is delivery:
+                self._foreign.popleft()
+                self._acks.settle([delivery.delivery_tag])
 
     async def flush_acks(self) -> None:
-        if not self._unacked or self._channel is None or self._channel.is_closed:
+        channel = self._channel
+        if channel is None or channel.is_closed:
             return
-        self.before_ack()
-        tag, self._unacked, self._unacked_tag = self._unacked_tag, 0, 0
-        await self._channel.basic_ack(tag, multiple=True, wait=False)
+        tag = self._acks.to_send()
+        if tag:
+            self.before_ack()
+            await channel.basic_ack(tag, multiple=True, wait=False)
 
-    async def _pass_on(self, message: DeliveredMessage) -> None:
-        """Publish a foreign reply to the tail of the queue, then ack it."""
-        assert self._republish is not None and self._channel is not None
-        await self.flush_acks()
+    async def _pass_on(self, delivery: Delivery) -> None:
+        """Publish a foreign reply to the tail of the queue (confirmed), so it can be acked."""
+        assert self._republish is not None
         self.counts.foreign += 1
-        headers = dict(message.header.properties.headers or {})
+        props = delivery.header().properties
+        headers = dict(props.headers or {})
         passes = headers.get(BOUNCED_HEADER, 0)
         passes = passes if isinstance(passes, int) else 0
         if passes:
             await self._throttle()
         headers[BOUNCED_HEADER] = passes + 1
-        props = message.header.properties
         props.headers = headers
         await self._republish.basic_publish(
-            message.body, exchange="", routing_key=self.queue, properties=props
+            delivery.body, exchange="", routing_key=self.queue, properties=props
         )
-        assert message.delivery_tag is not None
-        await self._channel.basic_ack(message.delivery_tag, wait=False)
 
     async def _throttle(self) -> None:
         """A token bucket: replies that come round again are passed on at :data:`BOUNCE_RATE`."""
         now = time.monotonic()
-        self._bounce_tokens = min(BOUNCE_RATE, self._bounce_tokens + (now - self._bounce_clock) * BOUNCE_RATE)
+        refill = (now - self._bounce_clock) * BOUNCE_RATE
+        self._bounce_tokens = min(BOUNCE_RATE, self._bounce_tokens + refill)
         self._bounce_clock = now
         if self._bounce_tokens < 1:
             await asyncio.sleep((1 - self._bounce_tokens) / BOUNCE_RATE)
             self._bounce_tokens = 1
             self._bounce_clock = time.monotonic()
         self._bounce_tokens -= 1
-
-    async def cancel(self) -> None:
-        """Stop consuming; replies not yet handled go back to the queue when the channel closes."""
-        await self.flush_acks()

@@ -22,6 +22,7 @@ import orjson
 from . import broker
 from .config import BrokerSettings, ImportOptions
 from .consumer import ReplyConsumer
+from .delivery import Tap
 from .errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -89,6 +90,7 @@ class Session:
         self.publish: aiormq.Channel | None = None
         self.consume: aiormq.Channel | None = None
         self.republish: aiormq.Channel | None = None
+        self.tap = Tap()
         self.reconnects = 0
 
     @property
@@ -101,7 +103,7 @@ class Session:
 
     async def open(self) -> None:
         s = self.settings
-        self.connection = await broker.connect(s)
+        self.connection = await broker.connect(s, tap=self.tap)
         await broker.ensure_queues(self.connection, s, s.queue, s.result_queue)
         self.publish = await broker.open_channel(self.connection, s, confirms=True)
         self.consume = await broker.open_channel(self.connection, s, confirms=False)
@@ -255,7 +257,7 @@ class Run:
         s = self.session
         assert self.publisher and self.consumer and s.publish and s.consume and s.republish
         self.publisher.attach(s.publish)
-        await self.consumer.attach(s.consume, s.republish)
+        await self.consumer.attach(s.tap, s.consume, s.republish)
 
     async def _guarded(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run a broker operation, reconnecting and retrying it while the connection drops."""
@@ -366,7 +368,7 @@ class Run:
             return
         try:
             with broker.map_amqp_errors(self.settings):
-                await self.consumer.cancel()
+                await self.consumer.flush_acks()
         except ConnectionLost:
             pass  # unacked replies are delivered again and count once
 

@@ -196,7 +196,7 @@ class Publisher:
         self._in_flight += len(tokens)
         self._channel.delivery_tag = self._next_tag - 1
         drained = self._channel.create_future()
-        self._connection.write_queue.put_nowait(
+        await self._connection.write_queue.put(
             ChannelFrame(payload=payload, should_close=False, drain_future=drained)
         )
         await self._until(drained)

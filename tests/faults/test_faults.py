@@ -1,0 +1,252 @@
+"""Nothing lost: whatever breaks, the results file accounts for every row with one final status.
+
+Each case runs the real CLI against the real broker and the stand-in, then checks the invariant:
+results rows == input rows, one status each, statuses match what happened, and the stand-in
+received at most the input rows plus one in-flight window per interruption.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.faults import broker_control
+from tests.helpers import (
+    Emulator,
+    Queues,
+    assert_every_row_accounted,
+    cli,
+    emulator,
+    run_cli,
+    status_counts,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.faults]
+
+ROWS = 20_000
+WINDOW = 1024
+
+
+def received(emu: Emulator) -> int:
+    """Requests the stand-in took from the queue, from the counts it prints on exit."""
+    found = re.findall(r"received=(\d+)", emu.output)
+    assert found, emu.output
+    return int(found[-1])
+
+
+def replies_recorded(results: Path) -> int:
+    journal = results.with_name(results.name + ".journal") / "replies.ndjson"
+    try:
+        return journal.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def start_run(data: Path, queues: Queues, results: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cli("run", data, "--db", "1", *queues.args(), "--results", results, "--window", str(WINDOW), *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def when_replies_reach(results: Path, count: int, proc: subprocess.Popen[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while replies_recorded(results) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+
+
+def run_with_fault(
+    data: Path, queues: Queues, results: Path, fault: Callable[[], None], at: float = 0.3
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run the import, apply ``fault`` once ``at`` of the rows are answered; exit and stand-in intake."""
+    with emulator(queues) as emu:
+        proc = start_run(data, queues, results)
+        when_replies_reach(results, int(ROWS * at), proc)
+        fault()
+        out, err = proc.communicate(timeout=600)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done, received(emu)
+
+
+@pytest.fixture
+def data(samples: dict[str, Path]) -> Path:
+    return samples["20k.parquet"]
+
+
+class TestBroker:
+    def test_connections_closed_mid_run(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """All connections closed at 30%: both sides reconnect, every row ends ok."""
+        results = tmp_path / "r.csv"
+        done, intake = run_with_fault(data, queues, results, broker_control.close_all_connections)
+        assert done.returncode == 0, done.stderr
+        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert "reconnected" in done.stderr
+        assert ROWS <= intake <= ROWS + 2 * WINDOW
+
+    def test_broker_stopped_and_started(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """The broker application stops for 3 s mid-run and comes back: the run finishes, all ok."""
+        results = tmp_path / "r.csv"
+
+        def outage() -> None:
+            with broker_control.app_stopped():
+                time.sleep(3)
+
+        done, intake = run_with_fault(data, queues, results, outage)
+        assert done.returncode == 0, done.stderr
+        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert ROWS <= intake <= ROWS + 2 * WINDOW
+
+    def test_memory_alarm_pauses_publishing(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """A memory alarm blocks publishing; it resumes when cleared, and says why it paused."""
+        results = tmp_path / "r.csv"
+
+        def alarm() -> None:
+            with broker_control.memory_alarm():
+                time.sleep(3)
+
+        done, intake = run_with_fault(data, queues, results, alarm)
+        assert done.returncode == 0, done.stderr
+        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert "publishing paused" in done.stderr
+        assert intake == ROWS
+
+    def test_broker_not_listening(self, data: Path, tmp_path: Path) -> None:
+        """Nothing on the port: exit 3 with one line, and no results or journal left behind."""
+        done = run_cli("run", data, "--db", "1", "--results", tmp_path / "r.csv", "--amqp-url", "amqp://guest:guest@127.0.0.1:5999/")
+        assert done.returncode == 3
+        assert "cannot connect" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert list(tmp_path.iterdir()) == []
+
+    def test_vhost_without_permission(self, data: Path, tmp_path: Path) -> None:
+        """A vhost the user may not open: exit 3, saying so."""
+        with broker_control.vhost_without_permission("bulk-import-no-access") as vhost:
+            done = run_cli(
+                "run", data, "--db", "1", "--results", tmp_path / "r.csv",
+                "--amqp-url", f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+            )  # fmt: skip
+        assert done.returncode == 3
+        assert "vhost" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+class TestProcess:
+    def test_sigkill_then_resume(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """Killed at half with SIGKILL, then --resume: every row once, ok, no row imported twice over."""
+        results = tmp_path / "r.csv"
+        with emulator(queues) as emu:
+            proc = start_run(data, queues, results)
+            when_replies_reach(results, ROWS // 2, proc)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            done = run_cli("run", data, "--db", "1", *queues.args(), "--results", results, "--window", str(WINDOW), "--resume")
+        assert done.returncode == 0, done.stderr
+        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert ROWS <= received(emu) <= ROWS + 2 * WINDOW
+
+    def test_rerun_without_resume_is_refused(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """An unfinished run is never overwritten silently: exit 2 with the hint."""
+        results = tmp_path / "r.csv"
+        with emulator(queues):
+            proc = start_run(data, queues, results)
+            when_replies_reach(results, 1000, proc)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        again = run_cli("run", data, "--db", "1", *queues.args(), "--results", results)
+        assert again.returncode == 2
+        assert "--resume" in again.stderr
+
+    def test_sigterm_drains_then_resume_finishes(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """SIGTERM: stop reading, finish in-flight, write every row (unsent: not_confirmed), exit 4."""
+        results = tmp_path / "r.csv"
+        with emulator(queues) as emu:
+            proc = start_run(data, queues, results)
+            when_replies_reach(results, ROWS // 4, proc)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 4, err
+            first = assert_every_row_accounted(ROWS, results)
+            counts = status_counts(first)
+            assert set(counts) == {"ok", "not_confirmed"}
+            assert counts["ok"] >= ROWS // 4
+            assert "--resume" in err
+            done = run_cli("run", data, "--db", "1", *queues.args(), "--results", results, "--resume")
+        assert done.returncode == 0, done.stderr
+        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert received(emu) == ROWS
+
+
+class TestStandIn:
+    def run(self, queues: Queues, data: Path, tmp_path: Path, *knobs: str) -> tuple[int, dict[str, int], dict[str, object], int]:
+        results, summary = tmp_path / "r.csv", tmp_path / "s.json"
+        with emulator(queues, "--seed", "7", *knobs) as emu:
+            done = run_cli(
+                "run", data, "--db", "1", *queues.args(), "--results", results, "--summary", summary,
+                "--reply-timeout", "3",
+            )  # fmt: skip
+        counts = status_counts(assert_every_row_accounted(ROWS, results))
+        return done.returncode, counts, orjson.loads(summary.read_bytes()), received(emu)
+
+    def test_dropped_replies_are_no_reply(self, queues: Queues, data: Path, tmp_path: Path) -> None:
+        """A tenth of replies never come: those rows are no_reply, exit 4, the rest ok."""
+        code, counts, _, intake = self.run(queues, data, tmp_path, "--drop", "0.1")
+        assert code == 4
+        assert set(counts) == {"ok", "no_reply"}
+        assert 0.07 * ROWS < counts["no_reply"] < 0.13 * ROWS
+        assert intake == ROWS
+
+    def test_duplicated_replies_count_once(self, queues: Queues, data: Path, tmp_path: Path) -> None:
+        """Replies sent twice count once: all ok, duplicates reported."""
+        code, counts, summary, _ = self.run(queues, data, tmp_path, "--duplicate", "0.2")
+        assert code == 0
+        assert counts == {"ok": ROWS}
+        assert 0.15 * ROWS < summary["duplicate_replies"] < 0.25 * ROWS  # type: ignore[operator]
+
+    def test_error_replies_keep_code_and_text(self, queues: Queues, data: Path, tmp_path: Path) -> None:
+        """Rows answered with an error are status error with the code and text verbatim; exit 1."""
+        code, counts, _, _ = self.run(queues, data, tmp_path, "--error", "0.05")
+        assert code == 1
+        assert set(counts) == {"ok", "error"}
+        frame = assert_every_row_accounted(ROWS, tmp_path / "r.csv")
+        errors = frame.filter(frame["status"] == "error")
+        assert errors["error"].unique().to_list() == ["6"]
+        assert errors["error_text"].str.contains("temporary failure").all()
+
+    def test_delayed_replies_still_arrive(self, queues: Queues, data: Path, tmp_path: Path) -> None:
+        """Replies held back a second each still reconcile: all ok."""
+        code, counts, _, _ = self.run(queues, data, tmp_path, "--delay", "1.0")
+        assert code == 0
+        assert counts == {"ok": ROWS}
+
+    def test_malformed_replies_are_counted(self, queues: Queues, data: Path, tmp_path: Path) -> None:
+        """Malformed replies are logged, counted and skipped; their rows end no_reply; nothing stops."""
+        code, counts, summary, _ = self.run(queues, data, tmp_path, "--malformed", "0.02")
+        assert code == 4
+        assert set(counts) <= {"ok", "no_reply", "error"}
+        malformed = summary["malformed_replies"]
+        assert isinstance(malformed, int)
+        assert malformed > 0
+        assert counts.get("no_reply", 0) >= malformed * 2 // 3 - 5
+
+    def test_stand_in_dies_and_comes_back(self, queues: Queues, data: Path, tmp_path: Path) -> None:
+        """The stand-in exits abruptly mid-run; a new one picks up the unacked requests: all ok."""
+        results = tmp_path / "r.csv"
+        crashing = Emulator(queues, "--exit-after", str(ROWS // 3)).wait_ready()
+        proc = start_run(data, queues, results)
+        crashing.proc.wait(timeout=300)
+        assert crashing.proc.returncode == 75
+        with emulator(queues):
+            out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
