@@ -20,7 +20,16 @@ import polars as pl
 from bulk_import.reconcile import STATUSES
 
 AMQP_URL = os.environ.get("BULK_IMPORT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-RESULT_COLUMNS = ["row", "key", "feedback_id", "status", "error", "error_text", "matching_field", "profile_id"]
+RESULT_COLUMNS = [
+    "row",
+    "key",
+    "feedback_id",
+    "status",
+    "error",
+    "error_text",
+    "matching_field",
+    "profile_id",
+]
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,9 @@ def cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "bulk_import", *map(str, args)]
 
 
-def run_cli(*args: str | Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``bulk-import ARGS`` in a child process, as cron would."""
     return subprocess.run(
         cli(*args),

@@ -25,7 +25,7 @@ def wait_until_up(timeout: float = 120) -> None:
             rabbitmqctl("await_startup", timeout=30)
             queue_state("amq.rabbitmq.never-exists")
             return
-        except Exception:  # noqa: BLE001 - keep trying until the deadline
+        except Exception:
             time.sleep(1)
     raise RuntimeError("RabbitMQ did not come back")
 

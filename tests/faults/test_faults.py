@@ -123,7 +123,16 @@ class TestBroker:
 
     def test_broker_not_listening(self, data: Path, tmp_path: Path) -> None:
         """Nothing on the port: exit 3 with one line, and no results or journal left behind."""
-        done = run_cli("run", data, "--db", "1", "--results", tmp_path / "r.csv", "--amqp-url", "amqp://guest:guest@127.0.0.1:5999/")
+        done = run_cli(
+            "run",
+            data,
+            "--db",
+            "1",
+            "--results",
+            tmp_path / "r.csv",
+            "--amqp-url",
+            "amqp://guest:guest@127.0.0.1:5999/",
+        )
         assert done.returncode == 3
         assert "cannot connect" in done.stderr
         assert "Traceback" not in done.stderr
@@ -150,7 +159,18 @@ class TestProcess:
             when_replies_reach(results, ROWS // 2, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            done = run_cli("run", data, "--db", "1", *queues.args(), "--results", results, "--window", str(WINDOW), "--resume")
+            done = run_cli(
+                "run",
+                data,
+                "--db",
+                "1",
+                *queues.args(),
+                "--results",
+                results,
+                "--window",
+                str(WINDOW),
+                "--resume",
+            )
         assert done.returncode == 0, done.stderr
         assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
         assert ROWS <= received(emu) <= ROWS + 2 * WINDOW
@@ -174,7 +194,7 @@ class TestProcess:
             proc = start_run(data, queues, results)
             when_replies_reach(results, ROWS // 4, proc)
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=120)
+            _, err = proc.communicate(timeout=120)
             assert proc.returncode == 4, err
             first = assert_every_row_accounted(ROWS, results)
             counts = status_counts(first)
@@ -188,7 +208,9 @@ class TestProcess:
 
 
 class TestStandIn:
-    def run(self, queues: Queues, data: Path, tmp_path: Path, *knobs: str) -> tuple[int, dict[str, int], dict[str, object], int]:
+    def run(
+        self, queues: Queues, data: Path, tmp_path: Path, *knobs: str
+    ) -> tuple[int, dict[str, int], dict[str, object], int]:
         results, summary = tmp_path / "r.csv", tmp_path / "s.json"
         with emulator(queues, "--seed", "7", *knobs) as emu:
             done = run_cli(
@@ -247,6 +269,6 @@ class TestStandIn:
         crashing.proc.wait(timeout=300)
         assert crashing.proc.returncode == 75
         with emulator(queues):
-            out, err = proc.communicate(timeout=600)
+            _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}

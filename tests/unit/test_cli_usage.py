@@ -54,7 +54,9 @@ def test_usage_errors_exit_2(args: list[str], message: str, csv_file: Path, tmp_
 
 def test_password_is_censored_in_url_errors(csv_file: Path) -> None:
     """A URL error never shows the password."""
-    result = CliRunner().invoke(cli, ["run", str(csv_file), "--db", "1", "--amqp-url", "amqp://u:hunter2@h:x/"])
+    result = CliRunner().invoke(
+        cli, ["run", str(csv_file), "--db", "1", "--amqp-url", "amqp://u:hunter2@h:x/"]
+    )
     assert result.exit_code == 2
     assert "hunter2" not in result.output
     assert "******" in result.output
