@@ -128,14 +128,15 @@ class ReplyConsumer:
                 self._foreign.popleft()
                 self._acks.settle([delivery.delivery_tag])
 
-    async def flush_acks(self) -> None:
+    async def flush_acks(self, *, wait: bool = False) -> None:
+        """Ack what is settled; ``wait`` until it is written, before the connection closes."""
         channel = self._channel
         if channel is None or channel.is_closed:
             return
         tag = self._acks.to_send()
         if tag:
             self.before_ack()
-            await channel.basic_ack(tag, multiple=True, wait=False)
+            await channel.basic_ack(tag, multiple=True, wait=wait)
 
     async def _pass_on(self, delivery: Delivery) -> None:
         """Publish a foreign reply to the tail of the queue (confirmed), so it can be acked."""

@@ -198,8 +198,8 @@ class Run:
         if self.options.restart and path.exists():
             Journal(path, "", {}).remove()
         Journal.check(path, resume=self.options.resume)
-        await self.session.open()
         try:
+            await self.session.open()
             return await self._run()
         finally:
             await self.session.close()
@@ -368,7 +368,7 @@ class Run:
             return
         try:
             with broker.map_amqp_errors(self.settings):
-                await self.consumer.flush_acks()
+                await self.consumer.flush_acks(wait=True)
         except ConnectionLost:
             pass  # unacked replies are delivered again and count once
 
