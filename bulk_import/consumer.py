@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 ACK_EVERY = 2000
 ACK_INTERVAL_S = 0.05
+#: Replies settled behind a foreign one that are acked one by one rather than wait.
+LOOSE_ACKS = 256
 #: Foreign replies passed back per second once they start coming round again.
 BOUNCE_RATE = 200.0
 BOUNCED_HEADER = "x-bulk-import-passed-on"
@@ -67,6 +69,7 @@ class ReplyConsumer:
         self._acks = Acks()
         self._foreign: deque[Delivery] = deque()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._channel: aiormq.Channel | None = None
         self._republish: aiormq.Channel | None = None
         self._bounce_tokens = BOUNCE_RATE
@@ -107,8 +110,9 @@ class ReplyConsumer:
             self._wake.set()
 
     async def run(self) -> None:
-        """Pass foreign replies on and flush acks, at least every 50 ms, until cancelled."""
-        while True:
+        """Pass foreign replies on and flush acks, at least every 50 ms, until :meth:`stop`."""
+        self._stopping = False
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), ACK_INTERVAL_S)
             self._wake.clear()
@@ -120,23 +124,36 @@ class ReplyConsumer:
                 # broker delivers whatever was not acked once more.
                 log.debug("consumer paused: %r", exc)
 
+    def stop(self) -> None:
+        """Let :meth:`run` return once the reply it is passing on (if any) is settled."""
+        self._stopping = True
+        self._wake.set()
+
     async def _pass_on_foreign(self) -> None:
-        while self._foreign:
+        while self._foreign and not self._stopping:
             delivery, channel = self._foreign[0], self._channel
             await self._pass_on(delivery)
             if channel is self._channel and self._foreign and self._foreign[0] is delivery:
                 self._foreign.popleft()
                 self._acks.settle([delivery.delivery_tag])
 
-    async def flush_acks(self, *, wait: bool = False) -> None:
-        """Ack what is settled; ``wait`` until it is written, before the connection closes."""
+    async def flush_acks(self, *, final: bool = False) -> None:
+        """Ack what is settled; ``final`` also acks one by one what waits behind a foreign reply.
+
+        (That is done during the run too once many wait, so the prefetch window never fills up.)
+        """
         channel = self._channel
         if channel is None or channel.is_closed:
             return
         tag = self._acks.to_send()
+        loose = self._acks.loose() if final or self._acks.loose_count >= LOOSE_ACKS else []
+        if not tag and not loose:
+            return
+        self.before_ack()
         if tag:
-            self.before_ack()
-            await channel.basic_ack(tag, multiple=True, wait=wait)
+            await channel.basic_ack(tag, multiple=True, wait=final and not loose)
+        for i, single in enumerate(loose, 1):
+            await channel.basic_ack(single, wait=final and i == len(loose))
 
     async def _pass_on(self, delivery: Delivery) -> None:
         """Publish a foreign reply to the tail of the queue (confirmed), so it can be acked."""

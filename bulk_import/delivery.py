@@ -194,6 +194,16 @@ class Acks:
         self.sent = self.upto
         return self.upto
 
+    def loose(self) -> list[int]:
+        """Settled tags above a gap, to ack one by one: taken out, so each is acked once."""
+        tags = sorted(self._settled)
+        self._settled.clear()
+        return tags
+
+    @property
+    def loose_count(self) -> int:
+        return len(self._settled)
+
     def reset(self) -> None:
         """A new channel numbers its deliveries from 1 again."""
         self._settled.clear()

@@ -9,6 +9,7 @@ consumes again; replies the broker had delivered but not seen acked come again a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -232,6 +233,9 @@ class Run:
                 self.failure = str(exc)
                 log.error("%s", exc)
             finally:
+                self.consumer.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(consuming), 10)
                 consuming.cancel()
                 await asyncio.gather(consuming, return_exceptions=True)
                 await self._flush_acks()
@@ -368,7 +372,7 @@ class Run:
             return
         try:
             with broker.map_amqp_errors(self.settings):
-                await self.consumer.flush_acks(wait=True)
+                await self.consumer.flush_acks(final=True)
         except ConnectionLost:
             pass  # unacked replies are delivered again and count once
 
