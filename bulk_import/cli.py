@@ -164,6 +164,13 @@ def _types(values: tuple[str, ...]) -> dict[str, str]:
     "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
 )
 @click.option(
+    "--max-pending",
+    type=int,
+    default=8192,
+    show_default=True,
+    help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit).",
+)
+@click.option(
     "--reply-timeout",
     type=float,
     default=60.0,

@@ -87,6 +87,9 @@ class ImportOptions:
     file_format: FileFormat | None = None
     #: Publisher confirms in flight.
     window: int = 4096
+    #: Rows sent and not yet answered, at most: what a crash or SIGTERM can leave in flight.
+    #: 0 publishes without waiting for replies (replies read elsewhere, or measuring the broker).
+    max_pending: int = 8192
     #: Seconds without any reply, once everything is published, before the rest are ``no_reply``.
     reply_timeout: float = 60.0
     results_path: Path | None = None
@@ -114,6 +117,8 @@ class ImportOptions:
             raise InputError("--field only applies to --matching custom")
         if self.window < 1:
             raise InputError("--window must be at least 1")
+        if self.max_pending < 0:
+            raise InputError("--max-pending must be 0 (no limit) or more")
         if self.batch_rows < 1:
             raise InputError("the batch size must be at least 1")
         if self.resume and self.restart:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,6 +181,7 @@ class Run:
         self.consumer: ReplyConsumer | None = None
         self.publisher: Publisher | None = None
         self.failure: str = ""
+        self.replied = asyncio.Event()
 
     def _identity(self) -> dict[str, Any]:
         stat = self.source.path.stat()
@@ -239,7 +241,7 @@ class Run:
                 consuming.cancel()
                 await asyncio.gather(consuming, return_exceptions=True)
                 await self._flush_acks()
-            if self.failure or self.stop.is_set():
+            if self.stop.is_set() or self.failure:
                 await self._read_rest()
             return self._finish(journal)
         finally:
@@ -285,6 +287,7 @@ class Run:
         assert self.journal is not None
         if self.ledger.answer(row):
             self.journal.record_reply(row, reply)
+            self.replied.set()
 
     async def _batches(self) -> AsyncIterator[_Prepared]:
         """Prepared batches, built in a worker thread one ahead of the caller."""
@@ -321,18 +324,28 @@ class Run:
     async def _publish_all(self) -> None:
         publisher = self.publisher
         assert publisher is not None
+        limit = self.options.max_pending
         async for p in self._batches():
             self.rows_read = p.first_row + p.batch.size
             self.ledger.reject(p.batch.rejected_rows)
-            if not p.rows:
-                continue
-            self.ledger.send(p.rows)
-            if self.clock.first_publish is None:
-                self.clock.first_publish = time.monotonic()
-            await self._guarded(lambda p=p: publisher.publish(p.rows, p.bodies, p.ids))  # type: ignore[misc]
-            if self.stop.is_set():
-                log.warning("stopping: no more rows are read; waiting for what is in flight")
+            step = min(limit, 1024) if limit else max(1, len(p.rows))
+            for start in range(0, len(p.rows), step):
+                rows = p.rows[start : start + step]
+                if limit and not await self._wait_for_replies(
+                    partial(self._room_for, len(rows), limit), draining=False
+                ):
+                    break
+                bodies, ids = p.bodies[start : start + step], p.ids[start : start + step]
+                self.ledger.send(rows)
+                if self.clock.first_publish is None:
+                    self.clock.first_publish = time.monotonic()
+                await self._guarded(lambda r=rows, b=bodies, i=ids: publisher.publish(r, b, i))  # type: ignore[misc]
+                if self.stop.is_set():
+                    break
+            if self.stop.is_set() or self.failure:
                 break
+        if self.stop.is_set():
+            log.warning("stopping: no more rows are sent; waiting for what is in flight")
         drain = self.options.drain_timeout if self.stop.is_set() else None
         try:
             async with asyncio.timeout(drain):
@@ -340,32 +353,49 @@ class Run:
         except TimeoutError:
             log.warning("%d messages still unconfirmed after the drain time", publisher.in_flight)
 
+    def _room_for(self, rows: int, limit: int) -> bool:
+        return self.ledger.awaiting + rows <= limit
+
     async def _await_replies(self) -> None:
-        """Until every sent row is answered, or no reply came for ``reply_timeout`` seconds."""
+        await self._wait_for_replies(lambda: self.ledger.awaiting == 0, draining=True)
+
+    async def _wait_for_replies(self, enough: Callable[[], bool], *, draining: bool) -> bool:
+        """Wait until ``enough()``; False when stopped, or when no reply came for ``reply_timeout``.
+
+        While waiting, a lost connection is reconnected, and when ``draining``, what the publisher
+        still holds (nacked, or unconfirmed before a reconnect) is sent again.
+        """
         consumer, publisher = self.consumer, self.publisher
         assert consumer is not None and publisher is not None
-        deadline = time.monotonic() + self.options.drain_timeout if self.stop.is_set() else float("inf")
         since = time.monotonic()
-        while self.ledger.awaiting > 0:
+        deadline = float("inf")
+        while not enough():
             now = time.monotonic()
-            if self.stop.is_set() and deadline == float("inf"):
-                deadline = now + self.options.drain_timeout
-            if now >= deadline:
-                log.warning("drain time over: %d rows still without a reply", self.ledger.awaiting)
-                return
+            if self.stop.is_set():
+                if not draining:
+                    return False
+                deadline = min(deadline, now + self.options.drain_timeout)
+                if now >= deadline:
+                    log.warning("drain time over: %d rows still without a reply", self.ledger.awaiting)
+                    return False
             if now - max(consumer.last_reply_at, since) > self.options.reply_timeout:
+                self.failure = f"no reply came for {self.options.reply_timeout:.0f}s"
                 log.warning(
-                    "no reply for %.0fs: %d rows marked no_reply",
-                    self.options.reply_timeout,
+                    "%s: %d rows waiting are left no_reply%s",
+                    self.failure,
                     self.ledger.awaiting,
+                    "" if draining else ", and no more rows are sent",
                 )
-                return
+                return False
             if self.session.lost:
                 await self._reconnect(ConnectionLost("the connection closed"))
                 since = time.monotonic()
-            if publisher.pending:
+            if draining and publisher.pending:
                 await self._guarded(publisher.flush)
-            await asyncio.sleep(0.05)
+            self.replied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.replied.wait(), 0.05)
+        return True
 
     async def _flush_acks(self) -> None:
         if self.consumer is None:

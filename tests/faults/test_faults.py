@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bulk_import.emulator.profiles import TEMPORARY_FAILURE
 from tests.faults import broker_control
 from tests.helpers import (
     Emulator,
@@ -31,6 +32,7 @@ from tests.helpers import (
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 
 ROWS = 20_000
+#: --max-pending of the runs: the most requests a crash can leave to be sent again.
 WINDOW = 1024
 
 
@@ -51,7 +53,18 @@ def replies_recorded(results: Path) -> int:
 
 def start_run(data: Path, queues: Queues, results: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        cli("run", data, "--db", "1", *queues.args(), "--results", results, "--window", str(WINDOW), *extra),
+        cli(
+            "run",
+            data,
+            "--db",
+            "1",
+            *queues.args(),
+            "--results",
+            results,
+            "--max-pending",
+            str(WINDOW),
+            *extra,
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -173,7 +186,7 @@ class TestProcess:
             )
         assert done.returncode == 0, done.stderr
         assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
-        assert ROWS <= received(emu) <= ROWS + 2 * WINDOW
+        assert ROWS <= received(emu) <= ROWS + WINDOW
 
     def test_rerun_without_resume_is_refused(self, data: Path, queues: Queues, tmp_path: Path) -> None:
         """An unfinished run is never overwritten silently: exit 2 with the hint."""
@@ -242,7 +255,7 @@ class TestStandIn:
         assert set(counts) == {"ok", "error"}
         frame = assert_every_row_accounted(ROWS, tmp_path / "r.csv")
         errors = frame.filter(frame["status"] == "error")
-        assert errors["error"].unique().to_list() == ["6"]
+        assert errors["error"].unique().to_list() == [str(TEMPORARY_FAILURE)]
         assert errors["error_text"].str.contains("temporary failure").all()
 
     def test_delayed_replies_still_arrive(self, queues: Queues, data: Path, tmp_path: Path) -> None:
