@@ -75,9 +75,7 @@ async def connect(settings: BrokerSettings, *, tap: Tap | None = None) -> aiormq
 
     With a ``tap``, one channel's deliveries are read in bulk (:mod:`bulk_import.delivery`).
     """
-    connection = aiormq.Connection(
-        settings.url, transport_factory=None if tap is None else TapTransport(tap)
-    )
+    connection = aiormq.Connection(settings.url, transport_factory=None if tap is None else TapTransport(tap))
     try:
         with map_amqp_errors(settings):
             async with asyncio.timeout(settings.connect_timeout):

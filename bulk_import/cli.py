@@ -27,6 +27,7 @@ from .config import (
 from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve
 from .errors import BulkImportError
 from .pipeline import ImportSummary, run_import
+from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .sample import write_sample
 
 T = TypeVar("T")
@@ -195,6 +196,7 @@ def _types(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file.")
+@click.option("--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
 @click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too).")
 def run(
@@ -205,6 +207,7 @@ def run(
     declare: bool,
     types: tuple[str, ...],
     summary_path: Path | None,
+    progress: bool | None,
     quiet: bool,
     verbose: int,
     **options: Any,
@@ -218,11 +221,21 @@ def run(
     try:
         settings = BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare)
         opts = ImportOptions(types=_types(types), summary_path=summary_path, **options)
-        summary = _run_async(lambda stop: run_import(file, opts, settings, stop=stop))
+        observer = _observer(quiet, progress)
+        summary = _run_async(lambda stop: run_import(file, opts, settings, stop=stop, observer=observer))
     except BulkImportError as exc:
         _fail(exc)
     _report(summary, summary_path)
     sys.exit(summary.exit_code)
+
+
+def _observer(quiet: bool, progress: bool | None) -> Observer:
+    """A live bar on a terminal, a log line every 10 s otherwise (cron), nothing with --quiet."""
+    if quiet or progress is False:
+        return NullProgress()
+    if progress or sys.stderr.isatty():
+        return RichProgress()
+    return LogProgress()
 
 
 def _report(summary: ImportSummary, summary_path: Path | None) -> None:

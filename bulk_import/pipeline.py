@@ -35,6 +35,7 @@ from .errors import (
 )
 from .journal import Journal, journal_dir
 from .messages import Batch, Reply, build_batch
+from .progress import NullProgress, Observer, Snapshot
 from .publisher import Publisher
 from .reader import Source, open_source
 from .reconcile import ANSWERED, STATUSES, Ledger
@@ -167,8 +168,10 @@ class Run:
         settings: BrokerSettings,
         results_path: Path,
         stop: asyncio.Event,
+        observer: Observer,
     ) -> None:
         self.source = source
+        self.observer = observer
         self.options = options
         self.settings = settings
         self.results_path = results_path
@@ -228,6 +231,7 @@ class Run:
             )
             await self._attach()
             consuming = asyncio.create_task(self.consumer.run())
+            ticking = asyncio.create_task(self._tick(self.source.total_rows))
             try:
                 await self._publish_all()
                 await self._await_replies()
@@ -235,6 +239,8 @@ class Run:
                 self.failure = str(exc)
                 log.error("%s", exc)
             finally:
+                ticking.cancel()
+                self.observer.close()
                 self.consumer.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(consuming), 10)
@@ -246,6 +252,23 @@ class Run:
             return self._finish(journal)
         finally:
             journal.close()
+
+    async def _tick(self, total_rows: int | None) -> None:
+        """Tell the observer how far the run is, twice a second."""
+        ledger, publisher = self.ledger, self.publisher
+        assert publisher is not None
+        while True:
+            self.observer.update(
+                Snapshot(
+                    rows_read=self.rows_read,
+                    total_rows=total_rows,
+                    sent=ledger.awaiting + ledger.answered,
+                    confirmed=publisher.confirmed,
+                    answered=ledger.answered + ledger.rejected,
+                    elapsed_s=time.monotonic() - self.clock.started,
+                )
+            )
+            await asyncio.sleep(0.5)
 
     def _restore(self, journal: Journal) -> None:
         answered = journal.answered_rows()
@@ -469,6 +492,7 @@ async def run_import(
     settings: BrokerSettings,
     *,
     stop: asyncio.Event | None = None,
+    observer: Observer | None = None,
 ) -> ImportSummary:
     """Import ``path``; returns the summary, or raises a :class:`BulkImportError`."""
     source = open_source(
@@ -480,5 +504,5 @@ async def run_import(
     )
     check_columns(source, options)
     results_path = options.results_path or default_results_path(path)
-    run = Run(source, options, settings, results_path, stop or asyncio.Event())
+    run = Run(source, options, settings, results_path, stop or asyncio.Event(), observer or NullProgress())
     return await run.execute()

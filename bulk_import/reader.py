@@ -58,6 +58,15 @@ class Source:
     types: Mapping[str, str] = field(default_factory=dict)
     delimiter: str = ","
 
+    @property
+    def total_rows(self) -> int | None:
+        """The row count when the format tells it without reading (Parquet), else None."""
+        if self.file_format != "parquet":
+            return None
+        return int(
+            _polars_call(self.path, lambda: pl.scan_parquet(self.path).select(pl.len()).collect().item())
+        )
+
     def batches(self, start_row: int = 0) -> Iterator[pl.DataFrame]:
         """Frames of consecutive rows with the row number in column ``__row``."""
         if self.file_format == "parquet":
@@ -67,7 +76,7 @@ class Source:
 
     def _parquet_batches(self, start_row: int) -> Iterator[pl.DataFrame]:
         scan = pl.scan_parquet(self.path)
-        total = _polars_call(self.path, lambda: scan.select(pl.len()).collect().item())
+        total = self.total_rows or 0
         for offset in range(start_row, total, self.batch_rows):
             frame = _polars_call(self.path, partial(_slice, scan, offset, self.batch_rows))
             yield frame.with_row_index(ROW, offset=offset).with_columns(pl.col(ROW).cast(pl.Int64))

@@ -50,6 +50,7 @@ class Ledger:
     #: Rows sent and not yet answered (confirmed or not): what the run still waits for.
     awaiting: int = 0
     answered: int = 0
+    rejected: int = 0
     duplicates: int = 0
     #: Replies carrying this run's id for a row that was never sent.
     unexpected: int = 0
@@ -66,6 +67,7 @@ class Ledger:
             self._grow(row)
             if self.state[row] == PENDING:
                 self.state[row] = REJECTED
+                self.rejected += 1
 
     def send(self, rows: Iterable[int]) -> None:
         state = self.state
