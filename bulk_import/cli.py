@@ -24,7 +24,7 @@ from .config import (
     BrokerSettings,
     ImportOptions,
 )
-from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve
+from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
 from .errors import BulkImportError
 from .pipeline import ImportSummary, run_import
 from .progress import LogProgress, NullProgress, Observer, RichProgress
@@ -329,7 +329,7 @@ def emulate(
         )
 
         async def serve_until_signal(stop: asyncio.Event) -> EmulatorCounts:
-            return await serve(settings, stop, on_ready=lambda: log.info("emulator ready on %s", queue))
+            return await serve_until_stopped(settings, stop, lambda: log.info("emulator ready on %s", queue))
 
         counts = _run_async(serve_until_signal, second_signal_exits=False)
     except BulkImportError as exc:

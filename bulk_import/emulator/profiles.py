@@ -1,14 +1,31 @@
-"""The stand-in's profile store: the documented matching semantics, with no broker in sight.
+"""The stand-in's profile databases: the documented matching semantics, and nothing that does I/O.
 
-Per (account_id, db_id): a profile found by the request's matching is updated (its ``data`` merged),
-otherwise created with a new 24-hex id, unless ``update_only``. ``profile_id`` matching only ever
-updates. Optionally kept in SQLite so that a restarted stand-in returns the same ids.
+One :class:`ProfileStore` holds profiles per ``(account_id, db_id)``. :meth:`ProfileStore.apply`
+takes one ``database_import`` request (already parsed) and returns its reply, the way the
+platform's job server answers (``PROTOCOL.md`` section 1 and 4):
+
+- ``email``, ``phone`` and ``custom`` matching find a profile by that key and update it (``data`` is
+  merged over the profile's fields), or create one holding the key, unless ``update_only``;
+- ``profile_id`` matching only updates: an unknown id is an error, never a new profile;
+- a request that lacks a required field, or whose key does not parse, is an error reply.
+
+Emails match case-insensitively against the profile's ``email`` field. Phones match by their digits
+(``+``, spaces, dashes, dots and brackets are ignored) against the ``phones`` list and the
+``phone`` field. A custom field matches on the text of its value (``123420`` and ``"123420"`` are
+the same key; a list of tags matches ``"tag-1, tag-2"``). The platform does not say which profile
+wins when two share a key (data may set any field, e.g. a phone shared by two contacts): here the
+first profile that had the key keeps it.
+
+With a path the store is kept in SQLite: loaded when opened, written in batches and on
+:meth:`ProfileStore.flush` / :meth:`ProfileStore.close`, so the same keys get the same
+``profile_id`` across restarts. Everything else is dict look-ups (about 100k requests/s or more).
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
+import secrets
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,231 +33,394 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-OK_TEXT: Final = "Successful operation"
-INVALID_JSON: Final = 1
-INVALID_FIELD: Final = 2
-UNKNOWN_MATCHING: Final = 3
-NOT_FOUND_UPDATE_ONLY: Final = 4
-PROFILE_ID_NOT_FOUND: Final = 5
-TEMPORARY_FAILURE: Final = 6
+import orjson
 
-ERROR_CODES: Mapping[int, str] = MappingProxyType(
+OK: Final = 0
+NOT_JSON: Final = 100
+NOT_AN_OBJECT: Final = 101
+BAD_ACCOUNT_ID: Final = 102
+BAD_DB_ID: Final = 103
+BAD_DATA: Final = 104
+BAD_FLAG: Final = 105
+BAD_RESOURCE_ID: Final = 106
+BAD_FEEDBACK_ID: Final = 107
+UNKNOWN_MATCHING: Final = 200
+BAD_EMAIL: Final = 201
+BAD_PHONE: Final = 202
+BAD_PROFILE_ID: Final = 203
+BAD_FIELD_NAME: Final = 204
+BAD_FIELD_VALUE: Final = 205
+NOT_FOUND_UPDATE_ONLY: Final = 300
+UNKNOWN_PROFILE_ID: Final = 301
+TEMPORARY_FAILURE: Final = 503
+
+#: Every code the stand-in answers with, and what it means. The platform publishes no list of its
+#: profile-level codes (PROTOCOL.md §4), so these are the stand-in's own: 1xx the request's shape,
+#: 2xx the matching and its key, 3xx the look-up, 503 the injected temporary failure (``--error``).
+#: A client must treat any non-zero code as a per-row failure and keep code and text verbatim.
+ERROR_CODES: Final[Mapping[int, str]] = MappingProxyType(
     {
-        INVALID_JSON: "the request is not a JSON object",
-        INVALID_FIELD: "a required field is missing or has the wrong type",
-        UNKNOWN_MATCHING: "unknown matching mode",
-        NOT_FOUND_UPDATE_ONLY: "no profile matches and update_only forbids creating one",
-        PROFILE_ID_NOT_FOUND: "no profile has this profile_id (profile_id matching only updates)",
-        TEMPORARY_FAILURE: "temporary failure, try again (injected by --error)",
+        OK: "Successful operation",
+        NOT_JSON: "Incorrect request: the body is not valid JSON",
+        NOT_AN_OBJECT: "Incorrect request: the body is not a JSON object",
+        BAD_ACCOUNT_ID: "Incorrect request: account_id is missing or not an integer",
+        BAD_DB_ID: "Incorrect request: db_id is missing or not an integer",
+        BAD_DATA: "Incorrect request: data is missing or not an object",
+        BAD_FLAG: "Incorrect request: update_only or skip_triggers is not a boolean",
+        BAD_RESOURCE_ID: "Incorrect request: resource_id is not an integer",
+        BAD_FEEDBACK_ID: "Incorrect request: feedback_id is not a string",
+        UNKNOWN_MATCHING: "Unknown matching: use email, phone, profile_id or custom",
+        BAD_EMAIL: "Matching by email: email is missing or invalid",
+        BAD_PHONE: "Matching by phone: phone is missing or invalid",
+        BAD_PROFILE_ID: "Matching by profile_id: profile_id is missing or not 24 hexadecimal characters",
+        BAD_FIELD_NAME: "Matching by custom field: field_name is missing or not a string",
+        BAD_FIELD_VALUE: "Matching by custom field: field_value is missing or not a string or integer",
+        NOT_FOUND_UPDATE_ONLY: "Profile not found, and update_only forbids creating it",
+        UNKNOWN_PROFILE_ID: "Profile not found: matching by profile_id only updates",
+        TEMPORARY_FAILURE: "Injected temporary failure, try again later",
     }
 )
+SUCCESS_TEXT: Final = ERROR_CODES[OK]
 
-PROFILE_ID_RE: Final = re.compile(r"^[0-9a-fA-F]{24}$")
-_PHONE_NOISE: Final = re.compile(r"[^\d+]")
+_EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s]+")
+_PHONE_NOISE_RE: Final = re.compile(r"[\s\-().]")
+_PROFILE_ID_RE: Final = re.compile(r"[0-9a-fA-F]{24}")
+_MASK64: Final = (1 << 64) - 1
+#: An odd multiplier: ``n * _MIX mod 2**64`` is a bijection, so scrambled counters never collide.
+_MIX: Final = 0x9E3779B97F4A7C15
+_FLUSH_EVERY: Final = 10_000
 
 
-def normalize_phone(value: str) -> str:
-    return _PHONE_NOISE.sub("", value)
+def error_reply(code: int, feedback_id: object = "", matching: str = "") -> dict[str, Any]:
+    """The reply for a failed request: the code, its text from :data:`ERROR_CODES`, no profile."""
+    return {
+        "error": code,
+        "error_text": ERROR_CODES[code],
+        "feedback_id": feedback_id,
+        "matching_field": matching,
+        "profile_id": "",
+    }
 
 
-@dataclass
+def normalize_phone(value: object) -> str | None:
+    """The digits of a phone number (an optional leading ``+`` and punctuation dropped), or None."""
+    if not isinstance(value, str):
+        return None
+    digits = value[1:] if value.startswith("+") else value
+    if not digits.isascii() or not digits.isdigit():
+        digits = _PHONE_NOISE_RE.sub("", value)
+        digits = digits[1:] if digits.startswith("+") else digits
+        if not digits.isascii() or not digits.isdigit():
+            return None
+    return digits if 7 <= len(digits) <= 15 else None
+
+
+def custom_key(value: object) -> str | None:
+    """The text a custom field matches on: ``str`` of a scalar, a tag list joined by ``", "``."""
+    if value is None or isinstance(value, dict):
+        return None
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _phone_keys(profile: Mapping[str, Any]) -> list[str]:
+    keys: list[str] = []
+    phones = profile.get("phones")
+    if isinstance(phones, list):
+        keys.extend(k for k in map(normalize_phone, phones) if k is not None)
+    single = normalize_phone(profile.get("phone"))
+    if single is not None:
+        keys.append(single)
+    return keys
+
+
+def _email_key(profile: Mapping[str, Any]) -> str | None:
+    email = profile.get("email")
+    return email.strip().lower() if isinstance(email, str) and email.strip() else None
+
+
+@dataclass(slots=True)
 class _Database:
-    """One profile database: profiles by id and the indexes matching looks in."""
+    """One profile database: profiles by id, and the indexes that find them."""
 
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_email: dict[str, str] = field(default_factory=dict)
     by_phone: dict[str, str] = field(default_factory=dict)
-    by_custom: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: field name → key text → profile id; a field is indexed from its first custom matching on.
+    by_custom: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    def index(self, pid: str, profile: Mapping[str, Any], *, email: bool, phone: bool) -> None:
+        """Add the profile's keys; a key another profile already holds stays with that one."""
+        if email and (key := _email_key(profile)) is not None:
+            self.by_email.setdefault(key, pid)
+        if phone:
+            for key in _phone_keys(profile):
+                self.by_phone.setdefault(key, pid)
 
-class RequestError(Exception):
-    """A request the platform would answer with a non-zero error."""
+    def unindex(self, pid: str, profile: Mapping[str, Any], *, email: bool, phone: bool) -> None:
+        """Remove the profile's keys (only those that point to it)."""
+        if email and (key := _email_key(profile)) is not None and self.by_email.get(key) == pid:
+            del self.by_email[key]
+        if phone:
+            for key in _phone_keys(profile):
+                if self.by_phone.get(key) == pid:
+                    del self.by_phone[key]
 
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
-
-
-def _field(request: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = request.get(name)
-    if value is None or (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise RequestError(INVALID_FIELD, f"field {name} is missing or not {_kind_name(kind)}")
-    if isinstance(value, str) and not value.strip():
-        raise RequestError(INVALID_FIELD, f"field {name} is empty")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(
-        {int: "an integer", str: "a string", dict: "an object"}.get(k, k.__name__) for k in kinds
-    )
+    def custom_index(self, name: str) -> dict[str, str]:
+        """The index of a custom field, built by one scan the first time the field is matched on."""
+        index = self.by_custom.get(name)
+        if index is None:
+            index = self.by_custom[name] = {}
+            for pid, profile in self.profiles.items():
+                key = custom_key(profile.get(name))
+                if key is not None:
+                    index.setdefault(key, pid)
+        return index
 
 
 class ProfileStore:
-    """Profiles of every (account, database); ``apply`` answers a request as the platform would."""
+    """Profiles per ``(account_id, db_id)``; :meth:`apply` answers one import request.
 
-    def __init__(self, path: Path | None = None) -> None:
+    ``seed`` fixes the ids of an in-memory store (tests); without it each store draws its own salt,
+    so two stores never hand out the same id. A SQLite store keeps its salt and counter.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, seed: int | None = None) -> None:
+        self.path = Path(path) if path is not None else None
         self._dbs: dict[tuple[int, int], _Database] = {}
-        self._salt = os.urandom(4).hex()
-        self._next = 1
-        self._dirty: set[tuple[int, int, str]] = set()
+        self._counter = 0
+        self._salt = secrets.randbits(32) if seed is None else _salt_of(seed)
         self._sql: sqlite3.Connection | None = None
-        if path is not None:
-            self._open(path)
+        #: Created since the last flush: profile id → (counter, account_id, db_id, profile).
+        self._new: dict[str, tuple[int, int, int, dict[str, Any]]] = {}
+        #: Updated since the last flush (and not new): profile id → profile.
+        self._changed: dict[str, dict[str, Any]] = {}
+        if self.path is not None:
+            self._open(self.path)
 
-    def apply(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """The reply to one ``database_import`` request."""
-        feedback = request.get("feedback_id")
-        matching = request.get("matching", "email")
-        try:
-            pid = self._import(request, matching)
-        except RequestError as exc:
-            return {
-                "error": exc.code,
-                "error_text": exc.text,
-                "feedback_id": feedback,
-                "matching_field": matching if isinstance(matching, str) else "",
-                "profile_id": "",
-            }
-        return {
-            "error": 0,
-            "error_text": OK_TEXT,
-            "feedback_id": feedback,
-            "matching_field": matching,
-            "profile_id": pid,
-        }
+    # -- persistence -------------------------------------------------------------------------
 
-    def _import(self, request: Mapping[str, Any], matching: object) -> str:
-        account = _field(request, "account_id", int)
-        db_id = _field(request, "db_id", int)
-        data = request.get("data")
-        if not isinstance(data, dict):
-            raise RequestError(INVALID_FIELD, "field data is missing or not an object")
-        update_only = request.get("update_only") is True
-        db = self._dbs.setdefault((account, db_id), _Database())
-        if matching == "profile_id":
-            pid = _field(request, "profile_id", str)
-            if not PROFILE_ID_RE.match(pid) or pid.lower() not in db.profiles:
-                raise RequestError(PROFILE_ID_NOT_FOUND, f"profile {pid} not found")
-            return self._update(account, db_id, db, pid.lower(), data)
-        if matching == "email":
-            key: Any = _field(request, "email", str).strip().lower()
-            index: dict[Any, str] = db.by_email
-        elif matching == "phone":
-            key = normalize_phone(_field(request, "phone", str))
-            index = db.by_phone
-        elif matching == "custom":
-            name = _field(request, "field_name", str)
-            key = (name, str(_field(request, "field_value", (int, str))))
-            index = db.by_custom
+    def _open(self, path: Path) -> None:
+        sql = self._sql = sqlite3.connect(path, isolation_level=None)
+        sql.execute("PRAGMA journal_mode=WAL")
+        sql.execute("PRAGMA synchronous=NORMAL")
+        sql.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        sql.execute(
+            "CREATE TABLE IF NOT EXISTS profiles (seq INTEGER PRIMARY KEY, account_id INTEGER NOT NULL,"
+            " db_id INTEGER NOT NULL, profile_id TEXT NOT NULL UNIQUE, data BLOB NOT NULL)"
+        )
+        row = sql.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
+        if row is None:
+            sql.execute("INSERT INTO meta VALUES ('salt', ?)", (self._salt,))
         else:
-            raise RequestError(UNKNOWN_MATCHING, f"unknown matching {matching!r}")
-        pid_found = index.get(key)
-        if pid_found is not None:
-            return self._update(account, db_id, db, pid_found, data)
-        if update_only:
-            raise RequestError(NOT_FOUND_UPDATE_ONLY, "profile not found and update_only is set")
-        pid = self._new_id()
-        db.profiles[pid] = dict(data)
-        index[key] = pid
-        if matching == "email":
-            db.profiles[pid].setdefault("email", key)
-        elif matching == "phone":
-            db.profiles[pid].setdefault("phones", [key])
-        self._index_phones(db, pid, data)
-        self._dirty.add((account, db_id, pid))
-        return pid
+            self._salt = int(row[0])
+        query = "SELECT seq, account_id, db_id, profile_id, data FROM profiles ORDER BY seq"
+        for seq, account_id, db_id, pid, blob in sql.execute(query):
+            profile = orjson.loads(blob)
+            db = self._db(account_id, db_id)
+            db.profiles[pid] = profile
+            db.index(pid, profile, email=True, phone=True)
+            self._counter = max(self._counter, seq)
 
-    def _update(self, account: int, db_id: int, db: _Database, pid: str, data: dict[str, Any]) -> str:
-        db.profiles[pid].update(data)
-        self._index_phones(db, pid, data)
-        self._dirty.add((account, db_id, pid))
-        return pid
+    def flush(self) -> None:
+        """Write the profiles created or changed since the last flush (one transaction)."""
+        if self._sql is None or not (self._new or self._changed):
+            return
+        dumps = orjson.dumps
+        new = [(seq, a, d, pid, dumps(p)) for pid, (seq, a, d, p) in self._new.items()]
+        changed = [(dumps(p), pid) for pid, p in self._changed.items()]
+        sql = self._sql
+        sql.execute("BEGIN")
+        try:
+            sql.executemany("INSERT INTO profiles VALUES (?, ?, ?, ?, ?)", new)
+            sql.executemany("UPDATE profiles SET data = ? WHERE profile_id = ?", changed)
+            sql.execute("COMMIT")
+        except BaseException:
+            sql.execute("ROLLBACK")
+            raise
+        self._new.clear()
+        self._changed.clear()
 
-    @staticmethod
-    def _index_phones(db: _Database, pid: str, data: Mapping[str, Any]) -> None:
-        phones = data.get("phones")
-        if isinstance(phones, list):
-            for phone in phones:
-                if isinstance(phone, str):
-                    db.by_phone.setdefault(normalize_phone(phone), pid)
+    def close(self) -> None:
+        """Flush and close the SQLite file; an in-memory store just stays as it is."""
+        if self._sql is not None:
+            try:
+                self.flush()
+            finally:
+                self._sql.close()
+                self._sql = None
 
-    def _new_id(self) -> str:
-        pid = f"{self._salt}{self._next:016x}"
-        self._next += 1
-        return pid
+    def __enter__(self) -> ProfileStore:
+        return self
 
-    def profile(self, account: int, db_id: int, pid: str) -> dict[str, Any] | None:
-        db = self._dbs.get((account, db_id))
-        return None if db is None else db.profiles.get(pid)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def persistent(self) -> bool:
+        return self._sql is not None
+
+    # -- reading -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return sum(len(db.profiles) for db in self._dbs.values())
 
-    # Persistence: the indexes are rebuilt from each profile's stored keys on load.
+    def get(self, account_id: int, db_id: int, profile_id: str) -> dict[str, Any] | None:
+        """A profile's fields (the live dict: do not change it), or None."""
+        db = self._dbs.get((account_id, db_id))
+        return None if db is None else db.profiles.get(profile_id)
 
-    def _open(self, path: Path) -> None:
-        import orjson
+    # -- the import --------------------------------------------------------------------------
 
-        self._sql = sqlite3.connect(path)
-        self._sql.execute(
-            "CREATE TABLE IF NOT EXISTS profiles (account INTEGER, db INTEGER, id TEXT, data TEXT,"
-            " keys TEXT, PRIMARY KEY (account, db, id))"
-        )
-        self._sql.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
-        row = self._sql.execute("SELECT v FROM meta WHERE k = 'salt'").fetchone()
-        if row:
-            self._salt = row[0]
+    def _db(self, account_id: int, db_id: int) -> _Database:
+        db = self._dbs.get((account_id, db_id))
+        if db is None:
+            db = self._dbs[account_id, db_id] = _Database()
+        return db
+
+    def _next_id(self) -> str:
+        self._counter += 1
+        return f"{self._salt:08x}{((self._counter * _MIX) ^ self._salt) & _MASK64:016x}"
+
+    def apply(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Import one request (a parsed ``database_import`` body); the reply body as a dict."""
+        get = request.get
+        fid = get("feedback_id")
+        matching = get("matching")
+        if matching is None:
+            matching = "email"
+        field_text = matching if isinstance(matching, str) else ""
+        if fid is None:
+            fid = ""
+        elif type(fid) is not str:
+            return error_reply(BAD_FEEDBACK_ID, fid, field_text)
+        account_id = get("account_id")
+        if type(account_id) is not int:
+            return error_reply(BAD_ACCOUNT_ID, fid, field_text)
+        db_id = get("db_id")
+        if type(db_id) is not int:
+            return error_reply(BAD_DB_ID, fid, field_text)
+        data = get("data")
+        if type(data) is not dict:
+            return error_reply(BAD_DATA, fid, field_text)
+        update_only = get("update_only")
+        skip = get("skip_triggers")
+        if (update_only is not None and type(update_only) is not bool) or (
+            skip is not None and type(skip) is not bool
+        ):
+            return error_reply(BAD_FLAG, fid, field_text)
+        resource_id = get("resource_id")
+        if resource_id is not None and type(resource_id) is not int:
+            return error_reply(BAD_RESOURCE_ID, fid, field_text)
+
+        db = self._db(account_id, db_id)
+        key: str
+        index: dict[str, str]
+        custom: tuple[str, object] = ("", None)
+        if matching == "email":
+            email = get("email")
+            if type(email) is not str or not _EMAIL_RE.fullmatch(email := email.strip()):
+                return error_reply(BAD_EMAIL, fid, matching)
+            key, index = email.lower(), db.by_email
+        elif matching == "phone":
+            phone = get("phone")
+            digits = normalize_phone(phone)
+            if digits is None:
+                return error_reply(BAD_PHONE, fid, matching)
+            key, index = digits, db.by_phone
+        elif matching == "profile_id":
+            pid = get("profile_id")
+            if type(pid) is not str or not _PROFILE_ID_RE.fullmatch(pid):
+                return error_reply(BAD_PROFILE_ID, fid, matching)
+            pid = pid.lower()
+            profile = db.profiles.get(pid)
+            if profile is None:
+                return error_reply(UNKNOWN_PROFILE_ID, fid, matching)
+            self._update(db, pid, profile, data)
+            return _success(fid, matching, pid)
+        elif matching == "custom":
+            name = get("field_name")
+            if type(name) is not str or not name:
+                return error_reply(BAD_FIELD_NAME, fid, matching)
+            value = get("field_value")
+            if type(value) is not str and type(value) is not int:
+                return error_reply(BAD_FIELD_VALUE, fid, matching)
+            key, index, custom = str(value), db.custom_index(name), (name, value)
         else:
-            self._sql.execute("INSERT INTO meta VALUES ('salt', ?)", (self._salt,))
-        for account, db_id, pid, data, keys in self._sql.execute("SELECT * FROM profiles"):
-            db = self._dbs.setdefault((account, db_id), _Database())
-            db.profiles[pid] = orjson.loads(data)
-            for kind, value in orjson.loads(keys):
-                if kind == "email":
-                    db.by_email[value] = pid
-                elif kind == "phone":
-                    db.by_phone[value] = pid
-                else:
-                    db.by_custom[(value[0], value[1])] = pid
-            self._next = max(self._next, int(pid[8:], 16) + 1)
-        self._sql.commit()
+            return error_reply(UNKNOWN_MATCHING, fid, field_text)
 
-    def flush(self) -> None:
-        """Write changed profiles to SQLite, if the store has a file."""
-        if self._sql is None or not self._dirty:
-            self._dirty.clear()
-            return
-        import orjson
+        found = index.get(key)
+        if found is not None:
+            self._update(db, found, db.profiles[found], data)
+            return _success(fid, matching, found)
+        if update_only:
+            return error_reply(NOT_FOUND_UPDATE_ONLY, fid, matching)
+        profile = dict(data)
+        if matching == "email":
+            profile["email"] = email
+        elif matching == "phone":
+            phones = profile.get("phones")
+            phones = list(phones) if isinstance(phones, list) else []
+            if digits not in _phone_keys({"phones": phones}):
+                phones.append(phone)
+            profile["phones"] = phones
+        else:
+            profile[custom[0]] = custom[1]
+        pid = self._create(db, account_id, db_id, profile)
+        index[key] = pid  # the key was free: this profile now holds it
+        return _success(fid, matching, pid)
 
-        reverse: dict[tuple[int, int], dict[str, list[tuple[str, Any]]]] = {}
-        rows = []
-        for account, db_id, pid in self._dirty:
-            db = self._dbs[(account, db_id)]
-            keys = reverse.setdefault((account, db_id), _reverse_index(db)).get(pid, [])
-            rows.append(
-                (account, db_id, pid, orjson.dumps(db.profiles[pid]).decode(), orjson.dumps(keys).decode())
-            )
-        self._sql.executemany("INSERT OR REPLACE INTO profiles VALUES (?, ?, ?, ?, ?)", rows)
-        self._sql.commit()
-        self._dirty.clear()
-
-    def close(self) -> None:
-        self.flush()
+    def _create(self, db: _Database, account_id: int, db_id: int, profile: dict[str, Any]) -> str:
+        pid = self._next_id()
+        db.profiles[pid] = profile
+        db.index(pid, profile, email=True, phone=True)
+        for name, index in db.by_custom.items():
+            key = custom_key(profile.get(name))
+            if key is not None:
+                index.setdefault(key, pid)
         if self._sql is not None:
-            self._sql.close()
-            self._sql = None
+            self._new[pid] = (self._counter, account_id, db_id, profile)
+            self._maybe_flush()
+        return pid
+
+    def _update(self, db: _Database, pid: str, profile: dict[str, Any], data: dict[str, Any]) -> None:
+        email = "email" in data
+        phone = "phones" in data or "phone" in data
+        if email or phone:
+            db.unindex(pid, profile, email=email, phone=phone)
+        custom = [name for name in db.by_custom if name in data] if db.by_custom else []
+        for name in custom:
+            index = db.by_custom[name]
+            old = custom_key(profile.get(name))
+            if old is not None and index.get(old) == pid:
+                del index[old]
+        profile.update(data)
+        if email or phone:
+            db.index(pid, profile, email=email, phone=phone)
+        for name in custom:
+            new = custom_key(profile.get(name))
+            if new is not None:
+                db.by_custom[name].setdefault(new, pid)
+        if self._sql is not None:
+            if pid not in self._new:
+                self._changed[pid] = profile
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self._new) + len(self._changed) >= _FLUSH_EVERY:
+            self.flush()
 
 
-def _reverse_index(db: _Database) -> dict[str, list[tuple[str, Any]]]:
-    """Each profile's keys, from the indexes, in one pass."""
-    out: dict[str, list[tuple[str, Any]]] = {}
-    for email, pid in db.by_email.items():
-        out.setdefault(pid, []).append(("email", email))
-    for phone, pid in db.by_phone.items():
-        out.setdefault(pid, []).append(("phone", phone))
-    for custom, pid in db.by_custom.items():
-        out.setdefault(pid, []).append(("custom", list(custom)))
-    return out
+def _success(fid: str, matching: str, pid: str) -> dict[str, Any]:
+    return {
+        "error": OK,
+        "error_text": SUCCESS_TEXT,
+        "feedback_id": fid,
+        "matching_field": matching,
+        "profile_id": pid,
+    }
+
+
+def _salt_of(seed: int) -> int:
+    return int.from_bytes(hashlib.blake2b(str(seed).encode(), digest_size=4).digest(), "big")

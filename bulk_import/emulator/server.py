@@ -1,284 +1,585 @@
-"""The stand-in job server on the broker: consume requests, apply them, reply, ack.
+"""The stand-in job server on the real broker: consume requests, apply them, reply, then ack.
 
 A request is acked only once its reply is confirmed by the broker (or deliberately dropped), so a
-stand-in that dies loses nothing: the broker delivers the unacked requests again. Replies go out
-through the same bulk publisher the importer uses, and requests are handled a batch at a time, so
-the stand-in keeps up with the importer on the same two cores.
+stand-in that dies loses nothing: the broker delivers the unacked requests again. Acks go out as
+``multiple`` acks up to the highest tag below which every request is settled, at most every
+:data:`ACK_INTERVAL_S` or every :data:`ACK_EVERY` requests. Replies go out through the importer's
+own bulk :class:`~bulk_import.publisher.Publisher`; requests are handled a delivered batch at a
+time, so the stand-in keeps up with the importer.
+
+The fault knobs are decided per request by a keyed hash of its body (:class:`Faults`): the same
+request with the same ``seed`` always meets the same fate, whatever the order, the prefetch or a
+restart, and a test can compute the expected counts with :meth:`Faults.decide`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
-import random
 import re
+import sqlite3
+import struct
+import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
 import aiormq
 import orjson
 from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
 
 from .. import broker
 from ..config import BrokerSettings
+from ..delivery import Delivery, Tap
+from ..errors import BrokerUnreachable, ConnectionLost, InputError
 from ..publisher import Publisher
-from .profiles import ERROR_CODES, INVALID_JSON, TEMPORARY_FAILURE, ProfileStore
+from .profiles import NOT_AN_OBJECT, NOT_JSON, TEMPORARY_FAILURE, ProfileStore, error_reply
 
 log = logging.getLogger(__name__)
 
-ACK_INTERVAL_S = 0.02
-BATCH = 512
-EXIT_AFTER_CODE = 75
-_FEEDBACK_RE = re.compile(rb'"feedback_id"\s*:\s*"([^"\\]{1,200})"')
-#: Token of a message whose confirm settles no request (the second copy of a duplicated reply).
-NO_REQUEST = -1
+#: Acks wait at most this long for more requests to settle...
+ACK_INTERVAL_S: Final = 0.02
+#: ...or until this many have.
+ACK_EVERY: Final = 1000
+#: A batch smaller than this waits GATHER_S for more: per-batch costs (a socket write, a confirm)
+#: dominate when requests trickle in one at a time.
+GATHER_MIN: Final = 256
+GATHER_S: Final = 0.002
+#: The exit code of ``exit_after``: EX_TEMPFAIL, what a crashed worker's supervisor sees.
+EXIT_AFTER_CODE: Final = 75
+_FEEDBACK_RE: Final = re.compile(rb'"feedback_id"\s*:\s*"((?:[^"\\]|\\.){0,1000})"')
+_FOUR_U32: Final = struct.Struct("<4I")
 
 
 @dataclass(frozen=True)
 class EmulatorSettings:
-    """Where to serve, and how to misbehave (shares from 0 to 1, repeatable by ``seed``)."""
+    """Where to serve, and how to misbehave: shares from 0 to 1, repeatable by ``seed``."""
 
-    broker: BrokerSettings
+    #: ``queue`` is the request queue, ``result_queue`` the reply queue; ``declare`` creates them.
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    #: Keep the profiles in this SQLite file across restarts (same keys, same profile ids).
     store_path: Path | None = None
     prefetch: int = 4096
     seed: int = 0
+    #: Share of requests applied and acked whose reply is never sent.
     drop: float = 0.0
+    #: Share of replies sent twice.
     duplicate: float = 0.0
+    #: Share of requests not applied but answered with :data:`TEMPORARY_FAILURE`.
     error: float = 0.0
+    #: Seconds each reply is held back before it is published (other requests go on meanwhile).
     delay: float = 0.0
+    #: Share of requests applied and answered with a malformed body (three kinds, in turn).
     malformed: float = 0.0
+    #: Exit abruptly (``os._exit(75)``, nothing acked) when this many requests have arrived.
     exit_after: int | None = None
+    #: Seconds to finish in-flight replies and acks once ``stop`` is set; the rest is redelivered.
+    drain_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate", "error", "malformed"):
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise InputError(f"--{name} is a share of requests: between 0 and 1, not {share}")
+        if self.delay < 0:
+            raise InputError("--delay cannot be negative")
+        if self.prefetch < 1:
+            raise InputError("--prefetch must be at least 1")
+        if self.exit_after is not None and self.exit_after < 1:
+            raise InputError("--exit-after must be at least 1")
 
 
 @dataclass
 class EmulatorCounts:
+    """What a :func:`serve` did; requests unless said otherwise."""
+
+    #: Requests taken from the request queue and handled.
     received: int = 0
+    #: Reply messages the broker confirmed (a duplicated reply counts twice).
     replied: int = 0
+    #: Requests whose reply (sent, maybe malformed) carries a non-zero error.
     errors: int = 0
+    #: Requests whose reply was dropped on purpose.
     dropped: int = 0
+    #: Requests replied to twice on purpose.
     duplicated: int = 0
+    #: Requests answered with a malformed body on purpose.
     malformed: int = 0
+    #: Requests whose body is not a JSON object (answered only if a feedback_id can be read).
     invalid_json: int = 0
 
 
-_MALFORMED = (
-    lambda fid: b"this is not json",
-    lambda fid: orjson.dumps({"error": 0, "error_text": "", "profile_id": "0" * 24}),
-    lambda fid: orjson.dumps({"error": "zero", "feedback_id": fid}),
-)
+@dataclass(frozen=True, slots=True)
+class Fate:
+    """What the fault knobs do to one request."""
+
+    drop: bool = False
+    duplicate: bool = False
+    error: bool = False
+    malformed: bool = False
 
 
-class _Acker:
-    """Acks requests in delivery order: ``multiple`` up to the highest tag below which all are settled."""
-
-    def __init__(self) -> None:
-        self.settled: set[int] = set()
-        self.upto = 0
-        self.sent_upto = 0
-
-    def settle(self, tags: list[int]) -> None:
-        self.settled.update(t for t in tags if t > 0)
-        while self.upto + 1 in self.settled:
-            self.upto += 1
-            self.settled.discard(self.upto)
-
-    def reset(self) -> None:
-        self.settled.clear()
-        self.upto = self.sent_upto = 0
+NO_FAULT: Final = Fate()
 
 
-class Server:
-    def __init__(self, settings: EmulatorSettings) -> None:
+class Faults:
+    """Each request's :class:`Fate`: four independent draws from a keyed hash of its body."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+        error: float = 0.0,
+        malformed: float = 0.0,
+    ) -> None:
+        self._key = hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
+        self._limits = tuple(round(share * 2**32) for share in (drop, duplicate, error, malformed))
+        self.active = any(self._limits)
+
+    @classmethod
+    def of(cls, settings: EmulatorSettings) -> Faults:
+        s = settings
+        return cls(s.seed, s.drop, s.duplicate, s.error, s.malformed)
+
+    def decide(self, body: bytes) -> Fate:
+        if not self.active:
+            return NO_FAULT
+        digest = hashlib.blake2b(body, key=self._key, digest_size=16).digest()
+        a, b, c, d = _FOUR_U32.unpack(digest)
+        drop, duplicate, error, malformed = self._limits
+        return Fate(a < drop, b < duplicate, c < error, d < malformed)
+
+
+def malformed_body(reply: dict[str, Any], turn: int) -> bytes:
+    """A broken rendering of ``reply``: not JSON, JSON without feedback_id, error as a string."""
+    kind = turn % 3
+    if kind == 0:
+        return f"{{error: {reply['error']}, feedback_id: {reply['feedback_id']}}}".encode()
+    if kind == 1:
+        return orjson.dumps({k: v for k, v in reply.items() if k != "feedback_id"})
+    return orjson.dumps({**reply, "error": str(reply["error"])})
+
+
+def sniff_feedback_id(body: bytes) -> str | None:
+    """The feedback_id of a body that does not parse, when a regex can still find one."""
+    found = _FEEDBACK_RE.search(body)
+    if found is None:
+        return None
+    try:
+        fid = orjson.loads(b'"' + found.group(1) + b'"')
+    except orjson.JSONDecodeError:
+        return None
+    return fid if isinstance(fid, str) else None
+
+
+def _message_id(fid: object) -> bytes:
+    """The reply's AMQP message_id: the feedback_id, cut to a shortstr's 255 bytes."""
+    if not isinstance(fid, str):
+        return b""
+    return fid.encode("utf-8", "replace")[:255]
+
+
+Outgoing = tuple[float, list[int], list[bytes], list[bytes]]
+
+
+class _Server:
+    """One connection's worth of serving: a consumer callback, and three tasks (handle, send, ack)."""
+
+    def __init__(self, settings: EmulatorSettings, store: ProfileStore, counts: EmulatorCounts) -> None:
         self.settings = settings
-        self.counts = EmulatorCounts()
-        self.store = ProfileStore(settings.store_path)
-        self.random = random.Random(settings.seed)
-        self.acker = _Acker()
-        self.inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-        self.publisher = Publisher(
-            settings.broker.result_queue,
-            window=4096,
-            on_confirmed=self.acker.settle,
-            on_failed=self.acker.settle,
-        )
-        self.publish_lock = asyncio.Lock()
-        self.delayed: set[asyncio.Task[None]] = set()
-        self.consume_channel: aiormq.Channel | None = None
-        self.consumer_tag: str | None = None
+        self.store = store
+        self.counts = counts
+        self.faults = Faults.of(settings)
+        self.inbox: list[Delivery] = []
+        self.inbox_ready = asyncio.Event()
+        #: Reply batches with the loop time they may go out at (constant delay: in time order).
+        self.outbox: deque[Outgoing] = deque()
+        self.outbox_ready = asyncio.Event()
+        self.draining = False
+        self.handled_all = False
+        self.malformed_turn = 0
+        self.consume: aiormq.Channel | None = None
+        self.publisher: Publisher | None = None
+        # Ack state: every tag up to ``floor`` is settled; ``ahead`` holds settled tags above it.
+        self.floor = 0
+        self.ahead: set[int] = set()
+        self.acked = 0
+        #: Requests with more than one reply in flight (duplicates): tag → replies to confirm.
+        self.remaining: dict[int, int] = {}
+        #: Requests whose reply the broker refused for good: nacked back to the queue, never acked.
+        self.failed: set[int] = set()
+        self.to_nack: list[int] = []
+        self.ack_wake = asyncio.Event()
+        self.ack_full = asyncio.Event()
 
-    async def start(self, connection: aiormq.Connection) -> None:
-        b = self.settings.broker
-        await broker.ensure_queues(connection, b, b.queue, b.result_queue)
-        self.publisher.attach(await broker.open_channel(connection, b, confirms=True))
-        channel = await broker.open_channel(connection, b, confirms=False)
-        with broker.map_amqp_errors(b):
-            await channel.basic_qos(prefetch_count=self.settings.prefetch)
-            ok = await channel.basic_consume(b.queue, self.inbox.put)
-        self.consumer_tag = ok.consumer_tag
-        self.consume_channel = channel
+    # -- the consumer callback (aiormq runs one task per delivery: keep it trivial) -----------
 
-    def _reply_for(self, body: bytes) -> tuple[bytes | None, bytes]:
-        """The reply body (None when none can be addressed) and its feedback id."""
-        try:
-            request = orjson.loads(body)
-            if not isinstance(request, dict):
-                raise TypeError("not an object")
-        except (orjson.JSONDecodeError, TypeError):
-            self.counts.invalid_json += 1
-            found = _FEEDBACK_RE.search(body)
-            log.warning("request is not a JSON object: %r", body[:120])
-            if found is None:
-                return None, b""
-            fid = found.group(1).decode(errors="replace")
-            text = ERROR_CODES[INVALID_JSON]
-            reply = {
-                "error": INVALID_JSON,
-                "error_text": text,
-                "feedback_id": fid,
-                "matching_field": "",
-                "profile_id": "",
-            }
-            return orjson.dumps(reply), fid.encode()
-        fid = request.get("feedback_id")
-        fid_bytes = fid.encode() if isinstance(fid, str) else b""
-        s = self.settings
-        if s.error and self.random.random() < s.error:
-            reply = {
-                "error": TEMPORARY_FAILURE,
-                "error_text": ERROR_CODES[TEMPORARY_FAILURE],
-                "feedback_id": fid,
-                "matching_field": request.get("matching", ""),
-                "profile_id": "",
-            }
-        else:
-            reply = self.store.apply(request)
-        if reply["error"]:
-            self.counts.errors += 1
-        if s.malformed and self.random.random() < s.malformed:
-            self.counts.malformed += 1
-            return _MALFORMED[self.counts.malformed % len(_MALFORMED)](fid), fid_bytes
-        return orjson.dumps(reply), fid_bytes
+    def deliver(self, batch: list[Delivery]) -> None:
+        """Deliveries of one socket read, from the connection's tap (no task per message)."""
+        self.inbox.extend(batch)
+        self.inbox_ready.set()
 
-    async def handle(self, messages: list[DeliveredMessage]) -> None:
+    # -- handling ----------------------------------------------------------------------------
+
+    async def handle_loop(self) -> None:
+        while True:
+            if not self.inbox:
+                if self.draining:
+                    break
+                self.inbox_ready.clear()
+                await self.inbox_ready.wait()
+                continue
+            if len(self.inbox) < GATHER_MIN and not self.draining:
+                await asyncio.sleep(GATHER_S)
+            batch, self.inbox = self.inbox, []
+            self.handle(batch)
+            await asyncio.sleep(0)
+        self.handled_all = True
+        self.outbox_ready.set()
+
+    def handle(self, batch: list[Delivery]) -> None:
+        """Apply a batch of requests and queue their replies (the store is flushed first)."""
+        s, counts, decide, active = self.settings, self.counts, self.faults.decide, self.faults.active
+        apply, dumps, loads = self.store.apply, orjson.dumps, orjson.loads
         tokens: list[int] = []
         bodies: list[bytes] = []
         ids: list[bytes] = []
-        settled_now: list[int] = []
-        s = self.settings
-        for message in messages:
-            tag = message.delivery_tag or 0
-            if message.channel is not self.consume_channel:
-                continue
-            self.counts.received += 1
-            if s.exit_after is not None and self.counts.received >= s.exit_after:
-                log.warning("exiting abruptly after %d requests (--exit-after)", self.counts.received)
-                logging.shutdown()
+        settled: list[int] = []
+        for message in batch:
+            tag = message.delivery_tag
+            counts.received += 1
+            if s.exit_after is not None and counts.received >= s.exit_after:
+                log.error(
+                    "exit_after: exiting abruptly at request %d, nothing in flight acked", counts.received
+                )
                 os._exit(EXIT_AFTER_CODE)
-            reply, fid = self._reply_for(message.body)
-            if reply is None or (s.drop and self.random.random() < s.drop):
-                self.counts.dropped += reply is not None
-                settled_now.append(tag)
+            body = message.body
+            fate = decide(body) if active else NO_FAULT
+            request: Any
+            try:
+                request = loads(body)
+            except orjson.JSONDecodeError:
+                request = None
+                code = NOT_JSON
+            else:
+                code = NOT_AN_OBJECT
+            if type(request) is not dict:
+                counts.invalid_json += 1
+                fid: Any = sniff_feedback_id(body)
+                log.warning(
+                    "request %d is not a JSON object (%s): %s: %r",
+                    tag,
+                    "unparseable" if code == NOT_JSON else type(request).__name__,
+                    "acked, answered" if fid is not None else "acked, no feedback_id to answer",
+                    body[:120],
+                )
+                if fid is None:
+                    settled.append(tag)
+                    continue
+                reply = error_reply(code, fid)
+            elif fate.error:
+                matching = request.get("matching") or "email"
+                fid = request.get("feedback_id")
+                reply = error_reply(
+                    TEMPORARY_FAILURE, "" if fid is None else fid, matching if type(matching) is str else ""
+                )
+            else:
+                reply = apply(request)
+            if fate.drop:
+                counts.dropped += 1
+                settled.append(tag)
                 continue
+            if reply["error"]:
+                counts.errors += 1
+            if fate.malformed:
+                counts.malformed += 1
+                out = malformed_body(reply, self.malformed_turn)
+                self.malformed_turn += 1
+            else:
+                out = dumps(reply)
+            message_id = _message_id(reply["feedback_id"])
             tokens.append(tag)
-            bodies.append(reply)
-            ids.append(fid)
-            if s.duplicate and self.random.random() < s.duplicate:
-                self.counts.duplicated += 1
-                tokens.append(NO_REQUEST)
-                bodies.append(reply)
-                ids.append(fid)
-        self.acker.settle(settled_now)
-        if not tokens:
-            return
+            bodies.append(out)
+            ids.append(message_id)
+            if fate.duplicate:
+                counts.duplicated += 1
+                self.remaining[tag] = 2
+                tokens.append(tag)
+                bodies.append(out)
+                ids.append(message_id)
+        # A reply says the profile is stored: write the store before any reply or ack goes out.
+        self.store.flush()
+        if settled:
+            self.settle(settled)
+        if tokens:
+            due = asyncio.get_running_loop().time() + s.delay
+            self.outbox.append((due, tokens, bodies, ids))
+            self.outbox_ready.set()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_loop(self) -> None:
+        publisher = self.publisher
+        assert publisher is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.outbox:
+                if self.handled_all:
+                    break
+                self.outbox_ready.clear()
+                await self.outbox_ready.wait()
+                continue
+            due, tokens, bodies, ids = self.outbox[0]
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self.outbox.popleft()
+            await publisher.publish(tokens, bodies, ids)
+        await publisher.flush()
+
+    def on_confirmed(self, tokens: list[int]) -> None:
         self.counts.replied += len(tokens)
-        if s.delay:
-            task = asyncio.create_task(self._publish_later(tokens, bodies, ids))
-            self.delayed.add(task)
-            task.add_done_callback(self.delayed.discard)
-        else:
-            await self._publish(tokens, bodies, ids)
+        remaining = self.remaining
+        if not remaining:
+            self.settle(tokens)
+            return
+        settled = []
+        for tag in tokens:
+            left = remaining.get(tag)
+            if left is None:
+                settled.append(tag)
+            elif left > 1:
+                remaining[tag] = left - 1
+            else:
+                del remaining[tag]
+                settled.append(tag)
+        self.settle(settled)
 
-    async def _publish_later(self, tokens: list[int], bodies: list[bytes], ids: list[bytes]) -> None:
-        await asyncio.sleep(self.settings.delay)
-        await self._publish(tokens, bodies, ids)
+    def on_failed(self, tokens: list[int]) -> None:
+        """The broker refused these replies for good: requeue their requests (nack), never ack them."""
+        log.error("the broker refused %d reply(ies); their requests go back to the queue", len(tokens))
+        fresh = [t for t in tokens if t > self.acked and t not in self.failed]
+        for tag in fresh:
+            self.remaining.pop(tag, None)
+            self.failed.add(tag)
+            self.to_nack.append(tag)
+        self.settle(fresh)
 
-    async def _publish(self, tokens: list[int], bodies: list[bytes], ids: list[bytes]) -> None:
-        async with self.publish_lock:
-            await self.publisher.publish(tokens, bodies, ids)
+    # -- acking ------------------------------------------------------------------------------
+
+    def settle(self, tags: list[int]) -> None:
+        """These requests need nothing more (reply confirmed, or none to send): they may be acked."""
+        floor, ahead = self.floor, self.ahead
+        for tag in tags:
+            if tag == floor + 1:
+                floor = tag
+                while ahead and floor + 1 in ahead:
+                    floor += 1
+                    ahead.remove(floor)
+            elif tag > floor:
+                ahead.add(tag)
+        self.floor = floor
+        pending = floor - self.acked
+        if pending >= ACK_EVERY:
+            self.ack_full.set()
+            self.ack_wake.set()
+        elif pending > 0 or self.to_nack:
+            self.ack_wake.set()
+
+    async def ack_loop(self) -> None:
+        while True:
+            await self.ack_wake.wait()
+            self.ack_wake.clear()
+            if self.floor - self.acked < ACK_EVERY and not self.to_nack:
+                self.ack_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ACK_INTERVAL_S):
+                        await self.ack_full.wait()
+            await self.flush_acks()
 
     async def flush_acks(self) -> None:
-        channel = self.consume_channel
-        if channel is None or channel.is_closed or self.acker.upto <= self.acker.sent_upto:
+        channel = self.consume
+        if channel is None or channel.is_closed:
             return
-        self.acker.sent_upto = self.acker.upto
-        with broker.map_amqp_errors(self.settings.broker):
-            await channel.basic_ack(self.acker.upto, multiple=True, wait=False)
+        nacks, self.to_nack = self.to_nack, []
+        target = self.floor
+        while target > self.acked and target in self.failed:
+            target -= 1
+        previous, self.acked = self.acked, max(self.acked, target)
+        if self.failed:
+            self.failed = {t for t in self.failed if t > self.acked}
+        for tag in nacks:
+            await channel.basic_nack(tag, multiple=False, requeue=True, wait=False)
+        if target > previous:
+            await channel.basic_ack(target, multiple=True, wait=False)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Handle requests in batches until ``stop``; then finish what was taken."""
-        stopping = asyncio.ensure_future(stop.wait())
+    # -- the whole run -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None) -> None:
+        b = self.settings.broker
+        tap = Tap()
+        connection = await broker.connect(b, tap=tap)
+        tasks: list[asyncio.Task[None]] = []
+        watchers: list[asyncio.Future[Any]] = []
         try:
-            while not stop.is_set():
-                getter = asyncio.ensure_future(self.inbox.get())
-                done, _ = await asyncio.wait(
-                    {getter, stopping}, timeout=ACK_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
-                    await self.flush_acks()
-                    continue
-                batch = [getter.result()]
-                while len(batch) < BATCH and not self.inbox.empty():
-                    batch.append(self.inbox.get_nowait())
-                await self.handle(batch)
-                await self.flush_acks()
+            await broker.ensure_queues(connection, b, b.queue, b.result_queue)
+            publish = await broker.open_channel(connection, b, confirms=True)
+            consume = await broker.open_channel(connection, b, confirms=False)
+            self.publisher = Publisher(
+                b.result_queue,
+                window=max(1024, 2 * self.settings.prefetch),
+                on_confirmed=self.on_confirmed,
+                on_failed=self.on_failed,
+            )
+            self.publisher.attach(publish)
+            cancelled: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+            def on_cancel(frame: spec.Basic.Cancel) -> None:
+                if not cancelled.done():
+                    cancelled.set_result(f"the broker cancelled the consumer of {b.queue!r} (queue deleted?)")
+
+            consume.on_consumer_cancel_callbacks.add(on_cancel)
+            consumer_tag = f"bulk-import-emulator.{uuid.uuid4().hex}"
+            self.consume = consume
+            with broker.map_amqp_errors(b):
+                await consume.basic_qos(prefetch_count=self.settings.prefetch)
+                tap.attach(consume.number, self.deliver)
+                await consume.basic_consume(b.queue, _tapped, consumer_tag=consumer_tag)
+            if on_ready is not None:
+                on_ready()
+            log.info("serving %s -> %s at %s", b.queue, b.result_queue, b.safe_url)
+
+            tasks = [
+                asyncio.create_task(self.handle_loop(), name="emulator-handle"),
+                asyncio.create_task(self.send_loop(), name="emulator-send"),
+                asyncio.create_task(self.ack_loop(), name="emulator-ack"),
+            ]
+            stopping = asyncio.ensure_future(stop.wait())
+            watchers = [stopping, cancelled, connection.closing, consume.closing, publish.closing]
+            await asyncio.wait([*watchers, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            self._raise_if_broken(tasks, watchers[1:])
+
+            with broker.map_amqp_errors(b):
+                await consume.basic_cancel(consumer_tag)
+            await asyncio.sleep(0)  # deliveries read before the Cancel-Ok reach the inbox
+            self.draining = True
+            self.inbox_ready.set()
+            await self._drain(tasks[:2], watchers[1:])
         finally:
-            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*tasks, *watchers, return_exceptions=True)
+            await broker.close_quietly(connection)
 
-    async def drain(self) -> None:
-        """After ``stop``: stop consuming, publish what is pending, ack what is confirmed.
+    async def _drain(self, work: list[asyncio.Task[None]], watchers: list[asyncio.Future[Any]]) -> None:
+        """Handle what was delivered, publish every reply, wait for the confirms, send the acks."""
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout):
+                pending: set[asyncio.Future[Any]] = set(work)
+                while pending:
+                    _, pending = await asyncio.wait(
+                        [*pending, *watchers], return_when=asyncio.FIRST_COMPLETED
+                    )
+                    pending &= set(work)
+                    self._raise_if_broken(work, watchers)
+        except TimeoutError:
+            log.warning(
+                "replies still unconfirmed after %.0f s: their requests stay unacked and will be "
+                "delivered again",
+                self.settings.drain_timeout,
+            )
+            return
+        with broker.map_amqp_errors(self.settings.broker):
+            await self.flush_acks()
 
-        Requests taken but not handled go back to the queue when the channel closes.
-        """
-        channel = self.consume_channel
-        if channel is not None and self.consumer_tag is not None:
-            await channel.basic_cancel(self.consumer_tag)
-        if self.delayed:
-            await asyncio.gather(*self.delayed, return_exceptions=True)
-        async with self.publish_lock:
-            await self.publisher.flush()
-        await self.flush_acks()
-        if channel is not None:
-            await channel.close()
+    def _raise_if_broken(self, tasks: list[asyncio.Task[None]], watchers: list[asyncio.Future[Any]]) -> None:
+        """Raise a task's error, or :class:`ConnectionLost` if the broker side went away."""
+        for task in tasks:
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                if isinstance(exc, aiormq.exceptions.AMQPError | ConnectionError):
+                    with broker.map_amqp_errors(self.settings.broker):
+                        raise exc
+                raise exc
+        for watcher in watchers:
+            if watcher.done():
+                reason: object = None if watcher.cancelled() else watcher.exception() or watcher.result()
+                raise ConnectionLost(
+                    f"the emulator lost the broker at {self.settings.broker.safe_url} ({reason or 'closed'})"
+                )
+
+
+async def _tapped(message: DeliveredMessage) -> None:  # pragma: no cover - the tap takes them
+    raise AssertionError("deliveries of a tapped channel must not reach aiormq")
 
 
 async def serve(
-    settings: EmulatorSettings, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
+    settings: EmulatorSettings,
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None = None,
+    *,
+    store: ProfileStore | None = None,
+    counts: EmulatorCounts | None = None,
 ) -> EmulatorCounts:
-    """Serve until ``stop`` is set; returns what was done. Raises :class:`BrokerError` on a lost broker."""
-    server = Server(settings)
-    connection = await broker.connect(settings.broker)
+    """Serve until ``stop`` is set, then drain; the counts. A lost broker raises a BrokerError.
+
+    A caller that reconnects and calls again passes its own ``store`` (kept open, so an in-memory
+    store's profiles survive) and ``counts`` (added to in place, also when this raises).
+    """
+    own_store = store is None
+    if store is None:
+        store = open_store(settings.store_path)
+    server = _Server(settings, store, EmulatorCounts() if counts is None else counts)
     try:
-        await server.start(connection)
-        if on_ready is not None:
-            on_ready()
-        flusher = asyncio.create_task(_flush_store_periodically(server.store, stop))
-        try:
-            await server.run(stop)
-            with broker.map_amqp_errors(settings.broker):
-                await server.drain()
-        finally:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+        await server.run(stop, on_ready)
     finally:
-        server.store.close()
-        await broker.close_quietly(connection)
+        if own_store:
+            store.close()
+        else:
+            store.flush()
     return server.counts
 
 
-async def _flush_store_periodically(store: ProfileStore, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        await asyncio.sleep(1.0)
-        store.flush()
+async def serve_until_stopped(
+    settings: EmulatorSettings, stop: asyncio.Event, on_ready: Callable[[], None] | None = None
+) -> EmulatorCounts:
+    """:func:`serve`, connecting again (with growing pauses) whenever the broker goes away.
+
+    The platform's job server outlives broker restarts, so the stand-in does too; the store and the
+    counts carry over. Errors that waiting cannot mend (credentials, a missing queue) still raise.
+    """
+    counts = EmulatorCounts()
+    store = open_store(settings.store_path)
+    delay = 0.5
+    try:
+        while True:
+            try:
+                return await serve(settings, stop, on_ready, store=store, counts=counts)
+            except (ConnectionLost, BrokerUnreachable) as exc:
+                if stop.is_set():
+                    return counts
+                log.warning("emulator: %s; connecting again in %.1fs", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return counts
+            delay = min(delay * 2, 5.0)
+    finally:
+        store.close()
+
+
+def open_store(path: Path | None) -> ProfileStore:
+    """The profile store of ``settings.store_path``; a file that cannot be used is an InputError."""
+    try:
+        return ProfileStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise InputError(f"cannot open the profile store {path}: {exc}") from None
