@@ -51,7 +51,11 @@ def map_amqp_errors(settings: BrokerSettings) -> Iterator[None]:
     except amqp_errors.ChannelNotFoundEntity as exc:
         raise QueueMissing(f"{_reason(exc)} at {where}") from None
     except amqp_errors.ChannelPreconditionFailed as exc:
-        raise BrokerError(f"the broker at {where} refused a queue declaration: {_reason(exc)}") from None
+        raise BrokerError(
+            f"the broker at {where} refused an operation (PRECONDITION_FAILED): {_reason(exc)}"
+        ) from None
+    except TimeoutError:  # before OSError, of which it is a subclass
+        raise BrokerUnreachable(f"the broker at {where} did not answer in time") from None
     except (
         amqp_errors.AMQPError,
         ConnectionError,
@@ -59,8 +63,6 @@ def map_amqp_errors(settings: BrokerSettings) -> Iterator[None]:
         amqp_errors.ChannelInvalidStateError,
     ) as exc:
         raise ConnectionLost(f"cannot talk to the broker at {where}: {_reason(exc)}") from None
-    except TimeoutError:
-        raise BrokerUnreachable(f"the broker at {where} did not answer in time") from None
 
 
 def _reason(exc: BaseException) -> str:

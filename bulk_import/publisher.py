@@ -44,6 +44,7 @@ Tokens = list[int]
 
 def encode_message(channel: int, body: bytes, message_id: bytes, frame_max: int) -> bytes:
     """The content header and body frames of one persistent JSON message."""
+    message_id = message_id[:255]  # the AMQP short-string limit
     props = _CONTENT_TYPE + _PERSISTENT + bytes((len(message_id),)) + message_id
     header = _HEADER_FIXED.pack(60, 0, len(body), _FLAGS) + props
     out = [_HEADER_HEAD.pack(2, channel, len(header)), header, FRAME_END]
