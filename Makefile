@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 broker:
 	@.ci/ensure-broker
 
@@ -41,10 +46,10 @@ lint: venv
 	$(BIN)/ruff format --check bulk_import tests benchmarks
 	$(BIN)/mypy
 
-bench: venv broker
+bench: $(BENCH_STAMP) broker
 	$(BIN)/python benchmarks/run.py
 
-bench-quick: venv broker
+bench-quick: $(BENCH_STAMP) broker
 	$(BIN)/python benchmarks/run.py --quick
 
 clean:
