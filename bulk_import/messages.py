@@ -17,6 +17,8 @@ from .config import ImportOptions
 
 #: The column the reader adds: each row's number in the file, from 0.
 ROW: Final = "__row"
+_KEY: Final = "__key"
+_REASON: Final = "__reason"
 
 EMAIL_RE: Final = r"^[^@\s]+@[^@\s]+$"
 PHONE_RE: Final = r"^\+?[0-9]{7,15}$"
@@ -96,9 +98,8 @@ def _key_text(options: ImportOptions) -> pl.Expr:
     return key.cast(pl.String).str.strip_chars()
 
 
-def _reject_reason(options: ImportOptions) -> pl.Expr:
-    """Why a row cannot be valid, or null when it can be sent."""
-    text = _key_text(options)
+def _reject_reason(text: pl.Expr, options: ImportOptions) -> pl.Expr:
+    """Why a row cannot be valid (from its key ``text``), or null when it can be sent."""
     empty = text.is_null() | (text == "")
     rule = {
         "email": EMAIL_RE,
@@ -115,8 +116,8 @@ def _reject_reason(options: ImportOptions) -> pl.Expr:
     )
 
 
-def envelope_prefix(options: ImportOptions) -> str:
-    """The fields every message of a run shares, as the start of a JSON object."""
+def envelope(options: ImportOptions) -> dict[str, object]:
+    """The fields every message of a run shares, in the order they are sent."""
     head: dict[str, object] = {"account_id": options.account_id, "db_id": options.db_id}
     head["matching"] = options.matching
     if options.update_only:
@@ -127,7 +128,12 @@ def envelope_prefix(options: ImportOptions) -> str:
         head["resource_id"] = options.resource_id
     if options.matching == "custom":
         head["field_name"] = options.field_name
-    return orjson.dumps(head).decode()[:-1]
+    return head
+
+
+def envelope_prefix(options: ImportOptions) -> str:
+    """:func:`envelope` as the start of a JSON object."""
+    return orjson.dumps(envelope(options)).decode()[:-1]
 
 
 def data_columns(schema: pl.Schema, options: ImportOptions) -> list[str]:
@@ -138,40 +144,70 @@ def data_columns(schema: pl.Schema, options: ImportOptions) -> list[str]:
     return [name for name in schema.names() if name not in skip]
 
 
-def body_expr(schema: pl.Schema, options: ImportOptions, run_id: str) -> pl.Expr:
-    """One expression that turns each row into its ``database_import`` body."""
+def _nests_objects(dtype: object) -> bool:
+    if isinstance(dtype, pl.Struct):
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _nests_objects(dtype.inner)
+    return False
+
+
+def _regex_literal(text: str) -> str:
+    return "".join("\\" + ch if ch in r"\.+*?()|[]{}^$#&-~" else ch for ch in text)
+
+
+def body_expr(
+    schema: pl.Schema, options: ImportOptions, run_id: str, key_text: pl.Expr | None = None
+) -> pl.Expr:
+    """One expression that turns each row into its ``database_import`` body.
+
+    The message is one struct encoded by polars. With ``nulls=skip`` the null members of ``data``
+    are then cut out by regex: inside a JSON string every quote is escaped, so a raw ``,"name":null``
+    or ``{"name":null`` is always a member, and the envelope's own fields are never null. Cutting
+    ``,"name":null`` first and then ``{"name":null`` with its comma always leaves valid JSON. A
+    column holding objects could hold same-named members, so then ``data`` is built member by member.
+    """
     columns = data_columns(schema, options)
-    if options.nulls == "keep":
-        data = pl.struct([_wire_value(c, schema[c]).alias(c) for c in columns]).struct.json_encode()
-    else:
-        fragments = [
-            pl.lit(orjson.dumps(c).decode() + ":") + _json_value(_wire_value(c, schema[c])) for c in columns
-        ]
-        data = (
-            pl.concat_str(
-                [
-                    pl.lit("{"),
-                    pl.concat_str(fragments, separator=",", ignore_nulls=True),
-                    pl.lit("}"),
-                ]
-            )
-            if fragments
-            else pl.lit("{}")
-        )
+    wire = [_wire_value(c, schema[c]).alias(c) for c in columns]
     if options.matching == "custom":
-        key_field = "field_value"
-        key_json = _json_value(_wire_value(options.key, schema[options.key]))
+        key_field, key_value = "field_value", _wire_value(options.key, schema[options.key])
     else:
         key_field = options.matching
-        key_json = _json_value(_key_text(options))
+        key_value = _key_text(options) if key_text is None else key_text
+    feedback = pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)
+    skip = options.nulls == "skip" and bool(columns)
+    if skip and any(_nests_objects(schema[c]) for c in columns):
+        return _body_by_members(options, key_field, key_value, columns, wire, feedback)
+    fields = [pl.lit(v).alias(k) for k, v in envelope(options).items()]
+    data = pl.struct(wire) if columns else pl.lit({})
+    fields += [key_value.alias(key_field), data.alias("data"), feedback.alias("feedback_id")]
+    body = pl.struct(fields).struct.json_encode()
+    if not skip:
+        return body
+    names = "|".join(_regex_literal(orjson.dumps(c).decode()) for c in columns)
+    return body.str.replace_all(f",(?:{names}):null", "").str.replace_all(f"\\{{(?:{names}):null,?", "{")
+
+
+def _body_by_members(
+    options: ImportOptions,
+    key_field: str,
+    key_value: pl.Expr,
+    columns: list[str],
+    wire: list[pl.Expr],
+    feedback: pl.Expr,
+) -> pl.Expr:
+    """The body with ``data`` joined from one JSON member per non-null cell (slower, exact)."""
+    members = [
+        pl.lit(orjson.dumps(c).decode() + ":") + _json_value(w) for c, w in zip(columns, wire, strict=True)
+    ]
     return pl.concat_str(
         [
             pl.lit(f'{envelope_prefix(options)},"{key_field}":'),
-            key_json,
-            pl.lit(',"data":'),
-            data,
-            pl.lit(f',"feedback_id":"{run_id}-'),
-            pl.col(ROW).cast(pl.String),
+            _json_value(key_value),
+            pl.lit(',"data":{'),
+            pl.concat_str(members, separator=",", ignore_nulls=True),
+            pl.lit('},"feedback_id":"'),
+            feedback,
             pl.lit('"}'),
         ]
     )
@@ -179,20 +215,18 @@ def body_expr(schema: pl.Schema, options: ImportOptions, run_id: str) -> pl.Expr
 
 def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Batch:
     """Bodies for the rows that can be valid, and the reason for each that cannot."""
-    built = frame.select(
-        pl.col(ROW),
-        _key_text(options).alias("key"),
-        _reject_reason(options).alias("reason"),
-        body_expr(frame.schema, options, run_id).alias("body"),
-    )
-    good = built.filter(pl.col("reason").is_null())
-    bad = built.filter(pl.col("reason").is_not_null())
+    keyed = frame.with_columns(_key_text(options).alias(_KEY))
+    keyed = keyed.with_columns(_reject_reason(pl.col(_KEY), options).alias(_REASON))
+    keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))
+    good = keyed.filter(pl.col(_REASON).is_null())
+    bad = keys.filter(pl.col("reason").is_not_null())
+    bodies = good.select(body_expr(frame.schema, options, run_id, pl.col(_KEY)))
     return Batch(
         rows=good[ROW].to_list(),
-        bodies=good["body"].cast(pl.Binary).to_list(),
-        rejected_rows=bad[ROW].to_list(),
+        bodies=bodies.to_series().cast(pl.Binary).to_list(),
+        rejected_rows=bad["row"].to_list(),
         rejected_reasons=bad["reason"].to_list(),
-        keys=built.select(pl.col(ROW).alias("row"), "key", "reason"),
+        keys=keys,
     )
 
 

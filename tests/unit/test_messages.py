@@ -159,6 +159,33 @@ class TestTypes:
         assert bodies(df)[0]["data"] == {"name": "x"}
         assert bodies(df, nulls="keep")[0]["data"] == {"city": None, "n": None, "name": "x"}
 
+    @pytest.mark.parametrize(
+        ("cells", "data"),
+        [
+            ({"a": [None], "b": [1], "c": [None]}, {"b": 1}),
+            ({"a": [None], "b": [None], "c": [None]}, {}),
+            ({"a": ["x"], "b": [None], "c": [None]}, {"a": "x"}),
+            (
+                {"a": ['","b":null,"'], "b": [None], "c": ['{"c":null']},
+                {"a": '","b":null,"', "c": '{"c":null'},
+            ),
+        ],
+    )
+    def test_null_members_cut_whatever_their_place(
+        self, cells: dict[str, list[Any]], data: dict[str, Any]
+    ) -> None:
+        """First, middle, last and all-null members are left out; text that looks like them is kept."""
+        assert bodies(frame(email=["a@b.c"], **cells))[0]["data"] == data
+
+    def test_nested_objects_keep_their_null_members(self) -> None:
+        """A struct column's own null members are not cut, and its null cells are left out."""
+        df = frame(email=["a@b.c", "x@y.z"], meta=[{"city": None, "x": 1}, None], city=[None, "Q"])
+        assert [b["data"] for b in bodies(df)] == [{"meta": {"city": None, "x": 1}}, {"city": "Q"}]
+
+    def test_only_a_key_column(self) -> None:
+        """A file with nothing but the key sends an empty data object."""
+        assert bodies(frame(email=["a@b.c"]))[0]["data"] == {}
+
     @given(
         st.lists(
             st.tuples(st.text(max_size=30), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))),
