@@ -1,0 +1,51 @@
+"""Read + build alone, as ``bulk-import run`` does it but without a broker: ``read_build.py FILE``.
+
+A process of its own so that its CPU and peak RSS are exactly this work's (plus the interpreter
+and polars, which a real run has too). Prints one JSON line with the rows, the bodies built and
+the timed window as ``time.monotonic`` stamps, so the driver reads CPU over that window only.
+With ``--bodies OUT`` it also writes the bodies as ndjson: the peers' input, the same messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from bulk_import.config import ImportOptions
+from bulk_import.messages import build_batch
+from bulk_import.reader import open_source
+
+#: Ten characters, like the run ids bulk-import makes, so the bodies are as long as a real run's.
+RUN_ID = "benchrun00"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("file", type=Path)
+    p.add_argument("--bodies", type=Path, help="also write the bodies here, one a line")
+    args = p.parse_args()
+    options = ImportOptions(db_id=1)
+    out = args.bodies.open("wb") if args.bodies else None
+    rows = messages = size = 0
+    t0 = time.monotonic()
+    for frame in open_source(args.file).batches():
+        batch = build_batch(frame, options, RUN_ID)
+        rows += frame.height
+        messages += len(batch.bodies)
+        size += sum(map(len, batch.bodies))
+        if out is not None and batch.bodies:
+            out.write(b"\n".join(batch.bodies) + b"\n")
+    t1 = time.monotonic()
+    if out is not None:
+        out.close()
+    line = {"rows": rows, "messages": messages, "bytes": size, "t0": t0, "t1": t1}
+    line["rows_per_s"] = rows / (t1 - t0)
+    print(json.dumps(line), flush=True)
+    os._exit(0)  # skip freeing polars' memory: the process's CPU ends with the work
+
+
+if __name__ == "__main__":
+    main()
