@@ -7,6 +7,7 @@ string concatenation run in polars, not per row in Python); ``../PROTOCOL.md`` h
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -157,7 +158,11 @@ def _regex_literal(text: str) -> str:
 
 
 def body_expr(
-    schema: pl.Schema, options: ImportOptions, run_id: str, key_text: pl.Expr | None = None
+    schema: pl.Schema,
+    options: ImportOptions,
+    run_id: str,
+    key_text: pl.Expr | None = None,
+    with_nulls: Collection[str] | None = None,
 ) -> pl.Expr:
     """One expression that turns each row into its ``database_import`` body.
 
@@ -166,6 +171,7 @@ def body_expr(
     or ``{"name":null`` is always a member, and the envelope's own fields are never null. Cutting
     ``,"name":null`` first and then ``{"name":null`` with its comma always leaves valid JSON. A
     column holding objects could hold same-named members, so then ``data`` is built member by member.
+    ``with_nulls`` names the columns that hold a null at all (None: any may): only those are cut.
     """
     columns = data_columns(schema, options)
     wire = [_wire_value(c, schema[c]).alias(c) for c in columns]
@@ -178,13 +184,15 @@ def body_expr(
     skip = options.nulls == "skip" and bool(columns)
     if skip and any(_nests_objects(schema[c]) for c in columns):
         return _body_by_members(options, key_field, key_value, columns, wire, feedback)
-    fields = [pl.lit(v).alias(k) for k, v in envelope(options).items()]
+    # The envelope is the same for every row: a literal prefix costs less than struct fields.
     data = pl.struct(wire) if columns else pl.lit({})
-    fields += [key_value.alias(key_field), data.alias("data"), feedback.alias("feedback_id")]
-    body = pl.struct(fields).struct.json_encode()
-    if not skip:
+    fields = [key_value.alias(key_field), data.alias("data"), feedback.alias("feedback_id")]
+    encoded = pl.struct(fields).struct.json_encode()
+    body = pl.concat_str([pl.lit(envelope_prefix(options) + ","), encoded.str.slice(1)])
+    nullable = [c for c in columns if with_nulls is None or c in with_nulls]
+    if not skip or not nullable:
         return body
-    names = "|".join(_regex_literal(orjson.dumps(c).decode()) for c in columns)
+    names = "|".join(_regex_literal(orjson.dumps(c).decode()) for c in nullable)
     return body.str.replace_all(f",(?:{names}):null", "").str.replace_all(f"\\{{(?:{names}):null,?", "{")
 
 
@@ -218,9 +226,10 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     keyed = frame.with_columns(_key_text(options).alias(_KEY))
     keyed = keyed.with_columns(_reject_reason(pl.col(_KEY), options).alias(_REASON))
     keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))
-    good = keyed.filter(pl.col(_REASON).is_null())
     bad = keys.filter(pl.col("reason").is_not_null())
-    bodies = good.select(body_expr(frame.schema, options, run_id, pl.col(_KEY)))
+    good = keyed if bad.is_empty() else keyed.filter(pl.col(_REASON).is_null())
+    with_nulls = {c for c, n in zip(frame.columns, frame.null_count().row(0), strict=True) if n}
+    bodies = good.select(body_expr(frame.schema, options, run_id, pl.col(_KEY), with_nulls))
     return Batch(
         rows=good[ROW].to_list(),
         bodies=bodies.to_series().cast(pl.Binary).to_list(),
