@@ -32,6 +32,8 @@ from .errors import ConnectionLost
 log = logging.getLogger(__name__)
 
 FRAME_END = b"\xce"
+#: How often a publisher waiting for confirms looks whether the broker has blocked it.
+BLOCKED_CHECK_S = 1.0
 #: Content header property flags: content_type, delivery_mode, message_id.
 _FLAGS = (1 << 15) | (1 << 12) | (1 << 7)
 _CONTENT_TYPE = b"\x10application/json"
@@ -130,6 +132,7 @@ class Publisher:
         self._connection: aiormq.Connection | None = None
         self._closed: asyncio.Future[Any] | None = None
         self._next_tag = 1
+        self._paused = False
         self._method = b""
         self._frame_max = 131072
 
@@ -183,7 +186,10 @@ class Publisher:
                 await self._write(min(room, self.chunk))
                 continue
             self._space.clear()
-            await self._space.wait()
+            try:
+                await asyncio.wait_for(self._space.wait(), BLOCKED_CHECK_S)
+            except TimeoutError:
+                self._note_blocked()
 
     async def _write(self, n: int) -> None:
         assert self._channel is not None and self._connection is not None
@@ -202,19 +208,31 @@ class Publisher:
         )
         await self._until(drained)
 
+    def _unblocked(self) -> asyncio.Event:
+        """aiormq's record of ``connection.blocked`` / ``unblocked`` (pinned version)."""
+        assert self._connection is not None
+        event: asyncio.Event = self._connection._Connection__connection_unblocked  # type: ignore[attr-defined]
+        return event
+
+    def _note_blocked(self) -> None:
+        """Say once why confirms stopped coming, when the broker is what stopped them."""
+        if not self._unblocked().is_set() and not self._paused:
+            self._paused = True
+            log.warning("publishing paused: the broker is blocking this connection (a resource alarm)")
+
     async def _wait_unblocked(self) -> None:
         """Pause while the broker blocks the connection (a memory or disk alarm)."""
-        assert self._connection is not None
-        unblocked: asyncio.Event = self._connection._Connection__connection_unblocked  # type: ignore[attr-defined]
-        if unblocked.is_set():
-            return
-        log.warning("publishing paused: the broker is blocking this connection (a resource alarm)")
-        waiter = asyncio.ensure_future(unblocked.wait())
-        try:
-            await self._until(waiter)
-        finally:
-            waiter.cancel()
-        log.warning("publishing resumed: the broker unblocked this connection")
+        unblocked = self._unblocked()
+        if not unblocked.is_set():
+            self._note_blocked()
+            waiter = asyncio.ensure_future(unblocked.wait())
+            try:
+                await self._until(waiter)
+            finally:
+                waiter.cancel()
+        if self._paused:
+            self._paused = False
+            log.warning("publishing resumed: the broker unblocked this connection")
 
     async def _until(self, future: asyncio.Future[Any]) -> None:
         """Wait for ``future``, or raise :class:`ConnectionLost` if the channel closes first."""

@@ -55,6 +55,10 @@ def memory_alarm() -> Iterator[None]:
     before = memory_watermark()
     rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
     try:
+        deadline = time.monotonic() + 30
+        while "memory" not in rabbitmqctl("eval", "rabbit_alarm:get_alarms()."):
+            assert time.monotonic() < deadline, "the memory alarm did not go off"
+            time.sleep(0.2)
         yield
     finally:
         absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", before)
