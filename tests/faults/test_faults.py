@@ -7,6 +7,7 @@ received at most the input rows plus one in-flight window per interruption.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 
 from bulk_import.emulator.profiles import TEMPORARY_FAILURE
@@ -36,11 +38,32 @@ ROWS = 20_000
 WINDOW = 1024
 
 
+#: Per test: rows in, rows accounted for, requests the stand-in received, exit code (printed at the end).
+REPORT: dict[str, dict[str, object]] = {}
+
+
+def note(**facts: object) -> None:
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rsplit("::", 1)[-1]
+    REPORT.setdefault(test, {}).update(facts)
+
+
 def received(emu: Emulator) -> int:
     """Requests the stand-in took from the queue, from the counts it prints on exit."""
     found = re.findall(r"received=(\d+)", emu.output)
     assert found, emu.output
+    note(received=int(found[-1]))
     return int(found[-1])
+
+
+def exited(done: subprocess.CompletedProcess[str] | subprocess.Popen[str]) -> int | None:
+    note(exit=done.returncode)
+    return done.returncode
+
+
+def accounted(rows: int, results: Path) -> pl.DataFrame:
+    frame = assert_every_row_accounted(rows, results)
+    note(rows=rows, accounted=frame.height, statuses=status_counts(frame))
+    return frame
 
 
 def replies_recorded(results: Path) -> int:
@@ -102,8 +125,8 @@ class TestBroker:
         """All connections closed at 30%: both sides reconnect, every row ends ok."""
         results = tmp_path / "r.csv"
         done, intake = run_with_fault(data, queues, results, broker_control.close_all_connections)
-        assert done.returncode == 0, done.stderr
-        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert "reconnected" in done.stderr
         assert ROWS <= intake <= ROWS + 2 * WINDOW
 
@@ -116,8 +139,8 @@ class TestBroker:
                 time.sleep(3)
 
         done, intake = run_with_fault(data, queues, results, outage)
-        assert done.returncode == 0, done.stderr
-        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert ROWS <= intake <= ROWS + 2 * WINDOW
 
     def test_memory_alarm_pauses_publishing(self, data: Path, queues: Queues, tmp_path: Path) -> None:
@@ -131,8 +154,8 @@ class TestBroker:
             out, err = proc.communicate(timeout=600)
         done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         intake = received(emu)
-        assert done.returncode == 0, done.stderr
-        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert "publishing paused" in done.stderr
         assert intake == ROWS
 
@@ -148,7 +171,7 @@ class TestBroker:
             "--amqp-url",
             "amqp://guest:guest@127.0.0.1:5999/",
         )
-        assert done.returncode == 3
+        assert exited(done) == 3
         assert "cannot connect" in done.stderr
         assert "Traceback" not in done.stderr
         assert list(tmp_path.iterdir()) == []
@@ -160,7 +183,7 @@ class TestBroker:
                 "run", data, "--db", "1", "--results", tmp_path / "r.csv",
                 "--amqp-url", f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
             )  # fmt: skip
-        assert done.returncode == 3
+        assert exited(done) == 3
         assert "vhost" in done.stderr
         assert "Traceback" not in done.stderr
 
@@ -186,8 +209,8 @@ class TestProcess:
                 str(WINDOW),
                 "--resume",
             )
-        assert done.returncode == 0, done.stderr
-        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert ROWS <= received(emu) <= ROWS + WINDOW
 
     def test_rerun_without_resume_is_refused(self, data: Path, queues: Queues, tmp_path: Path) -> None:
@@ -199,7 +222,7 @@ class TestProcess:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         again = run_cli("run", data, "--db", "1", *queues.args(), "--results", results)
-        assert again.returncode == 2
+        assert exited(again) == 2
         assert "--resume" in again.stderr
 
     def test_sigterm_drains_then_resume_finishes(self, data: Path, queues: Queues, tmp_path: Path) -> None:
@@ -210,15 +233,15 @@ class TestProcess:
             when_replies_reach(results, ROWS // 4, proc)
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 4, err
-            first = assert_every_row_accounted(ROWS, results)
+            assert exited(proc) == 4, err
+            first = accounted(ROWS, results)
             counts = status_counts(first)
             assert set(counts) == {"ok", "not_confirmed"}
             assert counts["ok"] >= ROWS // 4
             assert "--resume" in err
             done = run_cli("run", data, "--db", "1", *queues.args(), "--results", results, "--resume")
-        assert done.returncode == 0, done.stderr
-        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert received(emu) == ROWS
 
 
@@ -232,7 +255,8 @@ class TestStandIn:
                 "run", data, "--db", "1", *queues.args(), "--results", results, "--summary", summary,
                 "--reply-timeout", "3",
             )  # fmt: skip
-        counts = status_counts(assert_every_row_accounted(ROWS, results))
+        counts = status_counts(accounted(ROWS, results))
+        note(exit=done.returncode)
         return done.returncode, counts, orjson.loads(summary.read_bytes()), received(emu)
 
     def test_dropped_replies_are_no_reply(self, queues: Queues, data: Path, tmp_path: Path) -> None:
@@ -255,7 +279,7 @@ class TestStandIn:
         code, counts, _, _ = self.run(queues, data, tmp_path, "--error", "0.05")
         assert code == 1
         assert set(counts) == {"ok", "error"}
-        frame = assert_every_row_accounted(ROWS, tmp_path / "r.csv")
+        frame = accounted(ROWS, tmp_path / "r.csv")
         errors = frame.filter(frame["status"] == "error")
         assert errors["error"].unique().to_list() == [str(TEMPORARY_FAILURE)]
         assert errors["error_text"].str.contains("temporary failure").all()
@@ -285,5 +309,5 @@ class TestStandIn:
         assert crashing.proc.returncode == 75
         with emulator(queues):
             _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
-        assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+        assert exited(proc) == 0, err
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
