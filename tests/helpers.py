@@ -18,18 +18,10 @@ import aiormq
 import polars as pl
 
 from bulk_import.reconcile import STATUSES
+from bulk_import.results import COLUMNS
 
 AMQP_URL = os.environ.get("BULK_IMPORT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-RESULT_COLUMNS = [
-    "row",
-    "key",
-    "feedback_id",
-    "status",
-    "error",
-    "error_text",
-    "matching_field",
-    "profile_id",
-]
+RESULT_COLUMNS = list(COLUMNS)
 
 
 @dataclass(frozen=True)

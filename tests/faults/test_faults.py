@@ -74,20 +74,25 @@ def replies_recorded(results: Path) -> int:
         return 0
 
 
+def run_args(data: Path, queues: Queues, results: Path, *extra: str) -> list[str | Path]:
+    """``run`` on the test's queues, with at most :data:`WINDOW` rows unanswered."""
+    return [
+        "run",
+        data,
+        "--db",
+        "1",
+        *queues.args(),
+        "--results",
+        results,
+        "--max-pending",
+        str(WINDOW),
+        *extra,
+    ]
+
+
 def start_run(data: Path, queues: Queues, results: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        cli(
-            "run",
-            data,
-            "--db",
-            "1",
-            *queues.args(),
-            "--results",
-            results,
-            "--max-pending",
-            str(WINDOW),
-            *extra,
-        ),
+        cli(*run_args(data, queues, results, *extra)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -197,18 +202,7 @@ class TestProcess:
             when_replies_reach(results, ROWS // 2, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            done = run_cli(
-                "run",
-                data,
-                "--db",
-                "1",
-                *queues.args(),
-                "--results",
-                results,
-                "--window",
-                str(WINDOW),
-                "--resume",
-            )
+            done = run_cli(*run_args(data, queues, results, "--resume"))
         assert exited(done) == 0, done.stderr
         assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert ROWS <= received(emu) <= ROWS + WINDOW
@@ -239,7 +233,7 @@ class TestProcess:
             assert set(counts) == {"ok", "not_confirmed"}
             assert counts["ok"] >= ROWS // 4
             assert "--resume" in err
-            done = run_cli("run", data, "--db", "1", *queues.args(), "--results", results, "--resume")
+            done = run_cli(*run_args(data, queues, results, "--resume"))
         assert exited(done) == 0, done.stderr
         assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert received(emu) == ROWS
