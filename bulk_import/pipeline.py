@@ -385,8 +385,8 @@ class Run:
     async def _wait_for_replies(self, enough: Callable[[], bool], *, draining: bool) -> bool:
         """Wait until ``enough()``; False when stopped, or when no reply came for ``reply_timeout``.
 
-        While waiting, a lost connection is reconnected, and when ``draining``, what the publisher
-        still holds (nacked, or unconfirmed before a reconnect) is sent again.
+        While waiting, a lost connection is reconnected, and what the publisher holds unsent (nacked,
+        or unconfirmed before a reconnect) goes out: those rows are among the ones waited for.
         """
         consumer, publisher = self.consumer, self.publisher
         assert consumer is not None and publisher is not None
@@ -413,8 +413,8 @@ class Run:
             if self.session.lost:
                 await self._reconnect(ConnectionLost("the connection closed"))
                 since = time.monotonic()
-            if draining and publisher.pending:
-                await self._guarded(publisher.flush)
+            if publisher.unsent:
+                await self._guarded(publisher.send_unsent)
             self.replied.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.replied.wait(), 0.05)

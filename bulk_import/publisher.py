@@ -173,6 +173,15 @@ class Publisher:
         self._outbox.add(tokens, bodies, ids)
         await self._pump(until_empty=False)
 
+    @property
+    def unsent(self) -> int:
+        """Messages accepted and not written yet (nacked ones, or re-sends after a reconnect)."""
+        return len(self._outbox)
+
+    async def send_unsent(self) -> None:
+        """Write what is waiting in the outbox, as far as the window allows."""
+        await self._pump(until_empty=False)
+
     async def flush(self) -> None:
         """Write everything queued and wait until the broker has settled all of it."""
         await self._pump(until_empty=True)

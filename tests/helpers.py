@@ -40,7 +40,9 @@ class Queues:
         return ["--queue", self.request, "--result-queue", self.result]
 
 
-async def _queue_op(op: str, *names: str, url: str = AMQP_URL) -> list[tuple[int, int]]:
+async def _queue_op(
+    op: str, *names: str, url: str = AMQP_URL, arguments: dict[str, object] | None = None
+) -> list[tuple[int, int]]:
     connection = await aiormq.connect(url)
     counts: list[tuple[int, int]] = []
     try:
@@ -48,7 +50,7 @@ async def _queue_op(op: str, *names: str, url: str = AMQP_URL) -> list[tuple[int
             channel = await connection.channel()
             try:
                 if op == "declare":
-                    ok = await channel.queue_declare(name, durable=True)
+                    ok = await channel.queue_declare(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
                     counts.append((ok.message_count or 0, ok.consumer_count or 0))
                 elif op == "count":
                     ok = await channel.queue_declare(name, passive=True)
@@ -65,8 +67,8 @@ async def _queue_op(op: str, *names: str, url: str = AMQP_URL) -> list[tuple[int
     return counts
 
 
-def declare(*names: str) -> None:
-    asyncio.run(_queue_op("declare", *names))
+def declare(*names: str, arguments: dict[str, object] | None = None) -> None:
+    asyncio.run(_queue_op("declare", *names, arguments=arguments))
 
 
 def delete(*names: str) -> None:

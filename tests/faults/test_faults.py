@@ -26,6 +26,7 @@ from tests.helpers import (
     Queues,
     assert_every_row_accounted,
     cli,
+    declare,
     emulator,
     run_cli,
     status_counts,
@@ -163,6 +164,17 @@ class TestBroker:
         assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
         assert "publishing paused" in done.stderr
         assert intake == ROWS
+
+    def test_refused_messages_end_not_confirmed(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """A full queue that refuses publishes (nacks): those rows are retried, then not_confirmed."""
+        declare(queues.request, arguments={"x-max-length": 300, "x-overflow": "reject-publish"})
+        declare(queues.result)
+        results = tmp_path / "r.csv"
+        done = run_cli(*run_args(data, queues, results, "--reply-timeout", "2", "--max-pending", "0"))
+        assert exited(done) == 4, done.stderr
+        counts = status_counts(accounted(ROWS, results))
+        assert counts == {"no_reply": 300, "not_confirmed": ROWS - 300}
+        assert "refused" in done.stderr
 
     def test_broker_not_listening(self, data: Path, tmp_path: Path) -> None:
         """Nothing on the port: exit 3 with one line, and no results or journal left behind."""
