@@ -20,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiormq
-from aiormq.abc import DeliveredMessage
 
-from .delivery import Acks, Delivery, Tap
+from .delivery import Acks, Delivery, Tap, untapped
 from .messages import MalformedReply, Reply, parse_feedback_id, parse_reply
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,6 @@ class ConsumerCounts:
     replies: int = 0
     foreign: int = 0
     malformed: int = 0
-
-
-async def _never_called(message: DeliveredMessage) -> None:  # pragma: no cover - the tap takes them
-    raise AssertionError("deliveries of a tapped channel must not reach aiormq")
 
 
 class ReplyConsumer:
@@ -83,7 +78,7 @@ class ReplyConsumer:
         self._republish = republish
         tap.attach(channel.number, self._on_deliveries)
         await channel.basic_qos(prefetch_count=self.prefetch)
-        await channel.basic_consume(self.queue, _never_called)
+        await channel.basic_consume(self.queue, untapped)
 
     def _on_deliveries(self, batch: list[Delivery]) -> None:
         settled: list[int] = []

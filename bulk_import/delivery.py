@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, SupportsIndex
 
 import aiormq
+from aiormq.abc import DeliveredMessage
 from aiormq.connection import TransportFactory
 from pamqp import frame as pamqp_frame
 from pamqp.header import ContentHeader
@@ -48,6 +49,11 @@ class Delivery:
         _, _, header = pamqp_frame.unmarshal(self.header_frame)
         assert isinstance(header, ContentHeader)
         return header
+
+
+async def untapped(message: DeliveredMessage) -> None:  # pragma: no cover - the tap takes them
+    """The aiormq consumer callback of a tapped channel, which never receives a message."""
+    raise AssertionError("deliveries of a tapped channel must not reach aiormq")
 
 
 class Tap:

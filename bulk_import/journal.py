@@ -101,8 +101,6 @@ class Journal:
 
     def answered_rows(self) -> pl.Series:
         """Rows that have a reply recorded (from an earlier attempt of this run)."""
-        if not self.replies_path.exists() or self.replies_path.stat().st_size == 0:
-            return pl.Series("row", [], pl.Int64)
         return self.read_replies().select("row").collect()["row"]
 
     def read_replies(self) -> pl.LazyFrame:

@@ -240,6 +240,7 @@ class Run:
                 log.error("%s", exc)
             finally:
                 ticking.cancel()
+                await asyncio.gather(ticking, return_exceptions=True)
                 self.observer.close()
                 self.consumer.stop()
                 with contextlib.suppress(TimeoutError):

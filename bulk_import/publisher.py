@@ -141,11 +141,6 @@ class Publisher:
         """Messages written and not yet settled by the broker."""
         return self._in_flight
 
-    @property
-    def pending(self) -> int:
-        """Messages accepted and not yet settled: written or waiting to be."""
-        return self._in_flight + len(self._outbox)
-
     def attach(self, channel: aiormq.Channel) -> None:
         """Publish on ``channel`` (opened with publisher confirms); unsettled messages go again."""
         if not channel.publisher_confirms:

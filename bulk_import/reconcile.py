@@ -73,10 +73,9 @@ class Ledger:
         state = self.state
         for row in rows:
             self._grow(row)
-            if state[row] in (PENDING, FAILED, CONFIRMED, SENT):
-                if state[row] in (PENDING, FAILED):
-                    self.awaiting += 1
+            if state[row] in (PENDING, FAILED):
                 state[row] = SENT
+                self.awaiting += 1
 
     def confirm(self, rows: Iterable[int]) -> None:
         state = self.state
@@ -106,9 +105,3 @@ class Ledger:
         self.state[row] = ANSWERED
         self.answered += 1
         return True
-
-    def counts(self, rows: int) -> dict[int, int]:
-        """How many of the first ``rows`` rows are in each state."""
-        self._grow(rows - 1) if rows else None
-        view = self.state[:rows]
-        return {s: view.count(s) for s in (PENDING, REJECTED, SENT, CONFIRMED, FAILED, ANSWERED)}
