@@ -221,6 +221,7 @@ class Run:
                 on_confirmed=self._on_confirmed,
                 on_failed=self.ledger.fail,
                 nack_retries=self.options.nack_retries,
+                done=self.ledger.is_answered,
             )
             self.consumer = ReplyConsumer(
                 journal.run_id,

@@ -83,11 +83,16 @@ class _Outbox:
         self.bodies.extend(bodies)
         self.ids.extend(ids)
 
-    def add_front(self, chunks: Sequence[_Chunk]) -> None:
+    def add_front(self, chunks: Sequence[_Chunk], done: Callable[[int], bool]) -> None:
+        """Put written messages back in front, in order, but for those ``done`` says need no resend."""
         for chunk in reversed(chunks):
-            self.tokens.extendleft(reversed(chunk.tokens))
-            self.bodies.extendleft(reversed(chunk.bodies))
-            self.ids.extendleft(reversed(chunk.ids))
+            for token, body, message_id in reversed(
+                list(zip(chunk.tokens, chunk.bodies, chunk.ids, strict=True))
+            ):
+                if not done(token):
+                    self.tokens.appendleft(token)
+                    self.bodies.appendleft(body)
+                    self.ids.appendleft(message_id)
 
     def take(self, n: int) -> tuple[Tokens, list[bytes], list[bytes]]:
         n = min(n, len(self.tokens))
@@ -111,6 +116,7 @@ class Publisher:
         on_failed: Callable[[Tokens], None],
         nack_retries: int = 3,
         chunk: int = 256,
+        done: Callable[[int], bool] = lambda token: False,
         exchange: str = "",
     ) -> None:
         self.routing_key = routing_key
@@ -120,6 +126,8 @@ class Publisher:
         self.nack_retries = nack_retries
         self.on_confirmed = on_confirmed
         self.on_failed = on_failed
+        #: Whether a written, unconfirmed message needs no resend after a reconnect (its reply came).
+        self.done = done
         self.confirmed = 0
         self.nacked = 0
         self._outbox = _Outbox()
@@ -145,7 +153,7 @@ class Publisher:
         """Publish on ``channel`` (opened with publisher confirms); unsettled messages go again."""
         if not channel.publisher_confirms:
             raise ValueError("the publisher needs a channel with publisher confirms")
-        self._outbox.add_front(list(self._sent))
+        self._outbox.add_front(list(self._sent), self.done)
         self._sent.clear()
         self._early.clear()
         self._in_flight = 0

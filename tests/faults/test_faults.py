@@ -111,8 +111,12 @@ def when_replies_reach(results: Path, count: int, proc: subprocess.Popen[str], t
 def run_with_fault(
     data: Path, queues: Queues, results: Path, fault: Callable[[], None], at: float = 0.3
 ) -> tuple[subprocess.CompletedProcess[str], int]:
-    """Run the import, apply ``fault`` once ``at`` of the rows are answered; exit and stand-in intake."""
-    with emulator(queues) as emu:
+    """Run the import, apply ``fault`` once ``at`` of the rows are answered; exit and stand-in intake.
+
+    The stand-in takes at most :data:`WINDOW` requests unacked too, so that each side can have
+    one window redelivered or re-sent when the broker drops both.
+    """
+    with emulator(queues, "--prefetch", str(WINDOW)) as emu:
         proc = start_run(data, queues, results)
         when_replies_reach(results, int(ROWS * at), proc)
         fault()
