@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from bulk_import.batches import built_batches
 from bulk_import.config import ImportOptions
-from bulk_import.messages import build_batch
 from bulk_import.reader import open_source
 
 #: Ten characters, like the run ids bulk-import makes, so the bodies are as long as a real run's.
@@ -31,9 +31,8 @@ def main() -> None:
     out = args.bodies.open("wb") if args.bodies else None
     rows = messages = size = 0
     t0 = time.monotonic()
-    for frame in open_source(args.file).batches():
-        batch = build_batch(frame, options, RUN_ID)
-        rows += frame.height
+    for batch in built_batches(open_source(args.file), options, RUN_ID):
+        rows += batch.size
         messages += len(batch.bodies)
         size += sum(map(len, batch.bodies))
         if out is not None and batch.bodies:

@@ -1,6 +1,6 @@
 """One import run: file → messages → confirms, and replies → ledger → results file.
 
-Reading and building run in a worker thread one batch ahead of publishing. The consumer runs
+Reading and building run in worker threads a few batches ahead of publishing. The consumer runs
 beside the publisher from the start, so a reply may arrive before its message's confirm. When the
 connection drops, the run reconnects with backoff, publishes again what was not confirmed and
 consumes again; replies the broker had delivered but not seen acked come again and count once.
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,6 +22,7 @@ import aiormq
 import orjson
 
 from . import broker
+from .batches import built_batches
 from .config import BrokerSettings, ImportOptions
 from .consumer import ReplyConsumer
 from .delivery import Tap
@@ -34,7 +35,7 @@ from .errors import (
     InputError,
 )
 from .journal import Journal, journal_dir
-from .messages import Batch, Reply, build_batch
+from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
 from .publisher import Publisher
 from .reader import Source, open_source
@@ -315,36 +316,32 @@ class Run:
             self.replied.set()
 
     async def _batches(self) -> AsyncIterator[_Prepared]:
-        """Prepared batches, built in a worker thread one ahead of the caller."""
+        """Prepared batches, read and built in worker threads ahead of the caller."""
         assert self.journal is not None
-        journal, ledger, options = self.journal, self.ledger, self.options
-        run_id = journal.run_id
+        journal, ledger = self.journal, self.ledger
 
-        def prepare(frames: Any) -> _Prepared | None:
-            frame = next(frames, None)
-            if frame is None:
+        def prepare(batches: Iterator[Batch]) -> _Prepared | None:
+            batch = next(batches, None)
+            if batch is None:
                 return None
-            batch = build_batch(frame, options, run_id)
-            first = int(frame[0, 0])
-            journal.record_keys(first, batch.keys)
-            rows, bodies = batch.rows, batch.bodies
+            journal.record_keys(batch.first_row, batch.keys)
+            rows, bodies, ids = batch.rows, batch.bodies, batch.ids
             if ledger.answered:
                 keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
-                rows, bodies = [rows[i] for i in keep], [bodies[i] for i in keep]
-            ids = [f"{run_id}-{r}".encode() for r in rows]
-            return _Prepared(first, batch, rows, bodies, ids)
+                rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
+            return _Prepared(batch.first_row, batch, rows, bodies, ids)
 
-        frames = iter(self.source.batches())
+        batches = built_batches(self.source, self.options, journal.run_id)
         loop = asyncio.get_running_loop()
-        ahead = loop.run_in_executor(None, prepare, frames)
+        ahead = loop.run_in_executor(None, prepare, batches)
         try:
             while (prepared := await ahead) is not None:
-                ahead = loop.run_in_executor(None, prepare, frames)
+                ahead = loop.run_in_executor(None, prepare, batches)
                 yield prepared
         finally:
-            if not ahead.done():
-                ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
+            # Let the batch being built finish, then stop the builders.
+            await asyncio.gather(ahead, return_exceptions=True)
+            await loop.run_in_executor(None, batches.close)
 
     async def _publish_all(self) -> None:
         publisher = self.publisher
@@ -438,11 +435,10 @@ class Run:
 
     def _record_remaining_keys(self) -> None:
         assert self.journal is not None
-        for frame in self.source.batches(start_row=self.rows_read):
-            batch = build_batch(frame, self.options, self.journal.run_id)
-            self.journal.record_keys(int(frame[0, 0]), batch.keys)
+        for batch in built_batches(self.source, self.options, self.journal.run_id, self.rows_read):
+            self.journal.record_keys(batch.first_row, batch.keys)
             self.ledger.reject(batch.rejected_rows)
-            self.rows_read = int(frame[-1, 0]) + 1
+            self.rows_read = batch.end_row
 
     def _finish(self, journal: Journal) -> ImportSummary:
         journal.sync(force=True)

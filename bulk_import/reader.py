@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -17,14 +19,14 @@ from typing import TypeVar
 
 import polars as pl
 
-from .config import FileFormat
+from .config import BATCH_ROWS, FileFormat
 from .errors import InputError
 from .messages import ROW
 
 T = TypeVar("T")
 
-#: ~45k rows of a typical export: big enough for polars to be fast, small enough for ≤ 250 MB.
-CSV_BLOCK_BYTES = 4 << 20
+#: ~33k rows of a typical export: big enough for polars to be fast, small enough for ≤ 250 MB.
+CSV_BLOCK_BYTES = 3 << 20
 BOM = b"\xef\xbb\xbf"
 
 TYPES: Mapping[str, pl.DataType] = {
@@ -55,7 +57,7 @@ class Source:
     path: Path
     file_format: FileFormat
     columns: list[str]
-    batch_rows: int = 50_000
+    batch_rows: int = BATCH_ROWS
     types: Mapping[str, str] = field(default_factory=dict)
     delimiter: str = ","
 
@@ -68,56 +70,83 @@ class Source:
             _polars_call(self.path, lambda: pl.scan_parquet(self.path).select(pl.len()).collect().item())
         )
 
-    def batches(self, start_row: int = 0) -> Iterator[pl.DataFrame]:
-        """Frames of consecutive rows with the row number in column ``__row``."""
+    def batches(self, start_row: int = 0, pool: Executor | None = None) -> Iterator[pl.DataFrame]:
+        """Frames of consecutive rows with the row number in column ``__row``.
+
+        With a ``pool`` the next frames are read by its threads while the caller works on this one.
+        """
         if self.file_format == "parquet":
-            yield from self._parquet_batches(start_row)
+            yield from self._parquet_batches(start_row, pool)
         else:
-            yield from self._csv_batches(start_row)
+            yield from self._csv_batches(start_row, pool)
 
-    def _parquet_batches(self, start_row: int) -> Iterator[pl.DataFrame]:
+    def _parquet_batches(self, start_row: int, pool: Executor | None) -> Iterator[pl.DataFrame]:
         scan = pl.scan_parquet(self.path)
-        total = self.total_rows or 0
-        for offset in range(start_row, total, self.batch_rows):
-            frame = _polars_call(self.path, partial(_slice, scan, offset, self.batch_rows))
-            yield frame.with_row_index(ROW, offset=offset).with_columns(pl.col(ROW).cast(pl.Int64))
+        offsets = range(start_row, self.total_rows or 0, self.batch_rows)
+        reads = (partial(_parquet_slice, self.path, scan, offset, self.batch_rows) for offset in offsets)
+        yield from ahead(pool, reads, depth=1)
 
-    def _csv_batches(self, start_row: int) -> Iterator[pl.DataFrame]:
+    def _csv_batches(self, start_row: int, pool: Executor | None) -> Iterator[pl.DataFrame]:
         row = 0
         with self.path.open("rb") as fh:
             header = _read_header(fh, self.path)
-            for block in _csv_blocks(fh, self.path):
-                frame = self._parse_csv(header + block, row)
-                if frame.columns[1:] != self.columns:
+            blocks = _csv_blocks(fh, self.path)
+            parsed = ahead(pool, (partial(self._parse_csv, header + block) for block in blocks), depth=1)
+            while (
+                frame := _polars_call(self.path, partial(next, parsed, None), f" near row {row}")
+            ) is not None:
+                if frame.columns != self.columns:
                     raise InputError(f"{self.path}: the columns changed inside the file near row {row}")
-                row += frame.height
+                first, row = row, row + frame.height
                 if row <= start_row:
                     continue
-                if frame[ROW][0] < start_row:
+                frame = _numbered(frame, first)
+                if first < start_row:
                     frame = frame.filter(pl.col(ROW) >= start_row)
                 yield frame
 
-    def _parse_csv(self, data: bytes, first_row: int) -> pl.DataFrame:
-        overrides = {c: TYPES[t] for c, t in self.types.items()}
-        frame = _polars_call(
-            self.path,
-            lambda: pl.read_csv(
-                io.BytesIO(data),
-                infer_schema=False,
-                separator=self.delimiter,
-                schema_overrides=overrides or None,
-                raise_if_empty=False,
-            ),
-            where=f" near row {first_row}",
+    def _parse_csv(self, data: bytes) -> pl.DataFrame:
+        """One block of records (polars errors are left to the caller, who knows the row)."""
+        return pl.read_csv(
+            io.BytesIO(data),
+            infer_schema=False,
+            separator=self.delimiter,
+            schema_overrides={c: TYPES[t] for c, t in self.types.items()} or None,
+            raise_if_empty=False,
         )
-        return frame.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def ahead(pool: Executor | None, calls: Iterable[Callable[[], T]], depth: int = 2) -> Iterator[T]:
+    """The calls' results in order, the next ``depth`` of them running in ``pool`` meanwhile."""
+    if pool is None:
+        yield from (call() for call in calls)
+        return
+    running: deque[Future[T]] = deque()
+    try:
+        for call in calls:
+            running.append(pool.submit(call))
+            if len(running) > depth:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+    finally:
+        for future in running:
+            future.cancel()
+
+
+def _numbered(frame: pl.DataFrame, first_row: int) -> pl.DataFrame:
+    return frame.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _parquet_slice(path: Path, scan: pl.LazyFrame, offset: int, length: int) -> pl.DataFrame:
+    return _numbered(_polars_call(path, lambda: scan.slice(offset, length).collect()), offset)
 
 
 def open_source(
     path: Path,
     file_format: FileFormat | None = None,
     *,
-    batch_rows: int = 50_000,
+    batch_rows: int = BATCH_ROWS,
     types: Mapping[str, str] | None = None,
     delimiter: str = ",",
 ) -> Source:
@@ -160,10 +189,6 @@ def _polars_call(path: Path, call: Callable[[], T], where: str = "") -> T:
         raise InputError(f"{path}: cannot be read{where}: {_first_line(exc)}") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read{where}: {exc.strerror or exc}") from None
-
-
-def _slice(scan: pl.LazyFrame, offset: int, length: int) -> pl.DataFrame:
-    return scan.slice(offset, length).collect()
 
 
 def _first_line(exc: BaseException) -> str:

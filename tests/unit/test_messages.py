@@ -205,6 +205,50 @@ class TestTypes:
             assert body["data"] == expected
             assert body["feedback_id"] == f"r1-{row}"
 
+    @given(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "t": st.one_of(st.none(), st.text(max_size=12)),
+                    "n": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+                    "b": st.one_of(st.none(), st.booleans()),
+                    "d": st.one_of(st.none(), st.dates()),
+                    "u": st.one_of(st.none(), st.text('ab"\\\n\t\x00é', max_size=4)),
+                }
+            ),
+            min_size=1,
+            max_size=20,
+        ),
+        st.permutations(["t", "n", "b", "d", "u"]),
+        st.sampled_from(["skip", "keep"]),
+    )
+    def test_bodies_equal_what_a_json_encoder_makes_of_the_row(
+        self, rows: list[dict[str, Any]], order: list[str], nulls: str
+    ) -> None:
+        """Any mix of types, nulls in any column and place, text that needs escaping or not."""
+        df = pl.DataFrame(
+            [{"email": f"u{i}@x.y", **{c: r[c] for c in order}} for i, r in enumerate(rows)],
+            schema={
+                "email": pl.String,
+                "t": pl.String,
+                "n": pl.Int64,
+                "b": pl.Boolean,
+                "d": pl.Date,
+                "u": pl.String,
+            },
+        ).select("email", *order)
+        batch = build_batch(
+            df.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64)),
+            ImportOptions(db_id=5, nulls=nulls),
+            "r9",
+        )  # type: ignore[arg-type]
+        for i, (row, body) in enumerate(zip(rows, batch.bodies, strict=True)):
+            data = {c: row[c] for c in order if nulls == "keep" or row[c] is not None}
+            expected = {"account_id": 1, "db_id": 5, "matching": "email", "email": f"u{i}@x.y"}
+            expected |= {"data": data, "feedback_id": f"r9-{i}"}
+            assert body == orjson.dumps(expected)
+        assert batch.ids == [f"r9-{i}".encode() for i in range(len(rows))]
+
 
 class TestOptions:
     def test_custom_needs_a_field(self) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -72,7 +75,8 @@ def test_csv_quirks_across_block_cuts(
     writer.writerows(rows)
     path = tmp_path / "q.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8")
-    got = read_all(path)
+    with ThreadPoolExecutor(2) as pool:
+        got = pl.concat(list(open_source(path).batches(pool=pool)))
     # polars reads an empty quoted cell as an empty string and an empty cell as null.
     assert [(a or "", b or "") for a, b in zip(got["email"], got["note"], strict=True)] == rows
     assert got[ROW].to_list() == list(range(len(rows)))
@@ -115,3 +119,52 @@ def test_bom_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbfemail\na@b.c\n")
     assert open_source(path).columns == ["email"]
+
+
+def test_a_bad_record_in_a_later_block_names_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks parsed ahead in threads still report the row an error is near, counted in order."""
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 64)
+    path = tmp_path / "late.csv"
+    path.write_text("email,n\n" + "".join(f"u{i}@x.y,{i}\n" for i in range(40)) + "bad@x.y,1,2\n")
+    with (
+        ThreadPoolExecutor(2) as pool,
+        pytest.raises(InputError, match=r"near row \d+: a row has more fields"),
+    ):
+        list(open_source(path).batches(pool=pool))
+
+
+def test_ahead_keeps_order_and_runs_the_next_calls_meanwhile() -> None:
+    """Results come in call order although later calls finish first, and the next ones overlap."""
+    running: set[int] = set()
+    overlapped = threading.Event()
+    lock = threading.Lock()
+
+    def call(i: int) -> int:
+        with lock:
+            running.add(i)
+            if len(running) > 1:
+                overlapped.set()
+        time.sleep(0.02 if i % 2 == 0 else 0.0)
+        with lock:
+            running.discard(i)
+        return i
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(reader.ahead(pool, (lambda i=i: call(i) for i in range(12)), depth=2))
+    assert got == list(range(12))
+    assert overlapped.is_set()
+    assert list(reader.ahead(None, (lambda i=i: i * 2 for i in range(3)))) == [0, 2, 4]
+
+
+def test_ahead_raises_a_calls_error_in_its_place() -> None:
+    """An error surfaces when its result is due, after the results before it."""
+
+    def call(i: int) -> int:
+        if i == 3:
+            raise ValueError("three")
+        return i
+
+    got: list[int] = []
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="three"):
+        got.extend(reader.ahead(pool, (lambda i=i: call(i) for i in range(6))))
+    assert got == [0, 1, 2]
