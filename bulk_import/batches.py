@@ -7,20 +7,25 @@ the results still come in file order.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+import polars as pl
+
 from .config import ImportOptions
-from .messages import Batch, build_batch
+from .messages import ROW, Batch, build_batch
 from .reader import Source, ahead
 
 
 def built_batches(
     source: Source, options: ImportOptions, run_id: str, start_row: int = 0
 ) -> Generator[Batch, None, None]:
-    """Every batch from ``start_row`` on, in file order."""
+    """Every batch from ``start_row`` on, in file order; only the shard's rows with ``options.shard``."""
     workers = max(2, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="build") as pool:
-        frames = source.batches(start_row, pool)
+        frames: Iterator[pl.DataFrame] = source.batches(start_row, pool)
+        if options.shard is not None:
+            k, n = options.shard
+            frames = (f for f in (f.filter(pl.col(ROW) % n == k) for f in frames) if f.height)
         yield from ahead(pool, (partial(build_batch, frame, options, run_id) for frame in frames), workers)

@@ -29,6 +29,7 @@ from .errors import BulkImportError
 from .pipeline import ImportSummary, run_import
 from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .sample import write_sample
+from .workers import serve_worker
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,10 +48,13 @@ Exit codes:
 log = logging.getLogger("bulk_import")
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+def _setup_logging(verbose: int, quiet: bool, name: str = "") -> None:
     level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    who = f"[{name}] " if name else ""
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s {who}%(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -194,6 +198,13 @@ def _types(values: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--summary", "summary_path", type=click.Path(path_type=Path), help="Also write the summary as JSON here."
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes sharing the rows, each with its own connection: for a client-bound link (TLS, remote broker).",
+)
 @click.option("--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file.")
 @click.option("--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]")
@@ -226,6 +237,21 @@ def run(
     except BulkImportError as exc:
         _fail(exc)
     _report(summary, summary_path)
+    sys.exit(summary.exit_code)
+
+
+@cli.command(hidden=True)
+@click.option("--relay-fd", type=int, required=True)
+@click.option("--log-level", type=int, default=logging.INFO)
+@click.option("--name", default="worker")
+def worker(relay_fd: int, log_level: int, name: str) -> None:
+    """One of the processes of `run --workers N`, started by it: what to import comes over RELAY_FD."""
+    _setup_logging(1 if log_level < logging.INFO else 0, log_level > logging.INFO, name)
+    try:
+        summary = _run_async(lambda stop: serve_worker(relay_fd, stop))
+    except BulkImportError as exc:
+        click.echo(f"[{name}] error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     sys.exit(summary.exit_code)
 
 

@@ -109,6 +109,12 @@ class ImportOptions:
     drain_timeout: float = 30.0
     #: Times a nacked message is sent again before its row is ``not_confirmed``.
     nack_retries: int = 3
+    #: Processes, each with its own connection, that share the rows (see :mod:`.workers`).
+    workers: int = 1
+    #: ``(k, n)``: this process sends the rows whose number modulo ``n`` is ``k``.
+    shard: tuple[int, int] | None = None
+    #: The run id of a new run (workers share their coordinator's); made up when None.
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.matching not in MATCHINGS:
@@ -127,6 +133,10 @@ class ImportOptions:
             raise InputError("--resume and --restart contradict each other; pass one")
         if self.reply_timeout <= 0:
             raise InputError("--reply-timeout must be positive")
+        if self.workers < 1:
+            raise InputError("--workers must be at least 1")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise InputError(f"shard {self.shard} is not k of n with 0 <= k < n")
 
     @property
     def key(self) -> str:

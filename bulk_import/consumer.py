@@ -96,13 +96,23 @@ class ReplyConsumer:
                 self._foreign.append(delivery)
                 continue
             self.counts.replies += 1
-            self.on_reply(ours[1], reply)
-            settled.append(delivery.delivery_tag)
+            if self.take(ours[1], reply, delivery):
+                settled.append(delivery.delivery_tag)
         if settled:
             self.last_reply_at = time.monotonic()
             self._acks.settle(settled)
         if self._foreign or self._acks.upto - self._acks.sent >= ACK_EVERY:
             self._wake.set()
+
+    def take(self, row: int, reply: Reply, delivery: Delivery) -> bool:
+        """Hand one of this run's replies on; True when it is settled now (else see :meth:`settle`)."""
+        self.on_reply(row, reply)
+        return True
+
+    def settle(self, tags: list[int]) -> None:
+        """Deliveries that :meth:`take` left unsettled are settled now: they may be acked."""
+        self._acks.settle(tags)
+        self._wake.set()
 
     async def run(self) -> None:
         """Pass foreign replies on and flush acks, at least every 50 ms, until :meth:`stop`."""

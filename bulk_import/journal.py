@@ -76,8 +76,10 @@ class Journal:
             raise InputError(f"nothing to resume: no journal at {path}")
 
     @classmethod
-    def open(cls, path: Path, identity: dict[str, Any], *, resume: bool) -> Journal:
-        """Start a journal, or with ``resume`` reopen the one whose identity matches."""
+    def open(
+        cls, path: Path, identity: dict[str, Any], *, resume: bool, run_id: str | None = None
+    ) -> Journal:
+        """Start a journal (``run_id``, or a new id), or with ``resume`` reopen the matching one."""
         meta = path / "run.json"
         cls.check(path, resume=resume)
         if resume:
@@ -92,7 +94,7 @@ class Journal:
             _truncate_partial_line(journal.replies_path)
             shutil.rmtree(journal.keys_dir, ignore_errors=True)
         else:
-            journal = cls(path, new_run_id(), identity)
+            journal = cls(path, run_id or new_run_id(), identity)
             path.mkdir(parents=True)
             _write_atomic(meta, orjson.dumps({"run_id": journal.run_id, "identity": identity}))
         journal.keys_dir.mkdir(exist_ok=True)

@@ -40,10 +40,13 @@ from .progress import NullProgress, Observer, Snapshot
 from .publisher import Publisher
 from .reader import Source, open_source
 from .reconcile import ANSWERED, STATUSES, Ledger
+from .relay import RelayedReplies
 from .results import count_statuses, default_results_path, results_frame, write_results
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: A worker's end of the socket to its coordinator.
+Relay = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 RECONNECT_FIRST_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 10.0
@@ -86,10 +89,14 @@ def summary_exit_code(counts: dict[str, int]) -> int:
 
 
 class Session:
-    """The run's connection, with a channel each to publish, to consume and to pass replies on."""
+    """The run's connection, with a channel each to publish, to consume and to pass replies on.
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    A worker of ``--workers`` only publishes; its coordinator only consumes.
+    """
+
+    def __init__(self, settings: BrokerSettings, *, publishing: bool = True, consuming: bool = True) -> None:
         self.settings = settings
+        self.publishing, self.consuming = publishing, consuming
         self.connection: aiormq.Connection | None = None
         self.publish: aiormq.Channel | None = None
         self.consume: aiormq.Channel | None = None
@@ -99,19 +106,20 @@ class Session:
 
     @property
     def lost(self) -> bool:
-        return (
-            self.connection is None
-            or self.connection.is_closed
-            or bool(self.consume is None or self.consume.is_closed)
-        )
+        if self.connection is None or self.connection.is_closed:
+            return True
+        channel = self.consume if self.consuming else self.publish
+        return channel is None or channel.is_closed
 
     async def open(self) -> None:
         s = self.settings
         self.connection = await broker.connect(s, tap=self.tap)
         await broker.ensure_queues(self.connection, s, s.queue, s.result_queue)
-        self.publish = await broker.open_channel(self.connection, s, confirms=True)
-        self.consume = await broker.open_channel(self.connection, s, confirms=False)
-        self.republish = await broker.open_channel(self.connection, s, confirms=True)
+        if self.publishing:
+            self.publish = await broker.open_channel(self.connection, s, confirms=True)
+        if self.consuming:
+            self.consume = await broker.open_channel(self.connection, s, confirms=False)
+            self.republish = await broker.open_channel(self.connection, s, confirms=True)
 
     async def reopen(self, cause: Exception) -> None:
         """Connect again with growing pauses; :class:`BrokerUnreachable` when attempts run out."""
@@ -170,6 +178,7 @@ class Run:
         results_path: Path,
         stop: asyncio.Event,
         observer: Observer,
+        relay: Relay | None = None,
     ) -> None:
         self.source = source
         self.observer = observer
@@ -177,12 +186,13 @@ class Run:
         self.settings = settings
         self.results_path = results_path
         self.stop = stop
-        self.session = Session(settings)
+        self.relay = relay
+        self.session = Session(settings, consuming=relay is None)
         self.ledger = Ledger()
         self.clock = _Clock()
         self.rows_read = 0
         self.journal: Journal | None = None
-        self.consumer: ReplyConsumer | None = None
+        self.consumer: ReplyConsumer | RelayedReplies | None = None
         self.publisher: Publisher | None = None
         self.failure: str = ""
         self.replied = asyncio.Event()
@@ -198,6 +208,7 @@ class Run:
             "db_id": o.db_id,
             "matching": o.matching,
             "key": o.key,
+            "shard": list(o.shard) if o.shard else None,
         }
 
     async def execute(self) -> ImportSummary:
@@ -213,7 +224,9 @@ class Run:
 
     async def _run(self) -> ImportSummary:
         path = journal_dir(self.results_path)
-        journal = self.journal = Journal.open(path, self._identity(), resume=self.options.resume)
+        journal = self.journal = Journal.open(
+            path, self._identity(), resume=self.options.resume, run_id=self.options.run_id
+        )
         try:
             self._restore(journal)
             self.publisher = Publisher(
@@ -224,13 +237,22 @@ class Run:
                 nack_retries=self.options.nack_retries,
                 done=self.ledger.is_answered,
             )
-            self.consumer = ReplyConsumer(
-                journal.run_id,
-                self.settings.result_queue,
-                on_reply=self._on_reply,
-                before_ack=journal.sync,
-                prefetch=max(256, self.options.window),
-            )
+            if self.relay is None:
+                self.consumer = ReplyConsumer(
+                    journal.run_id,
+                    self.settings.result_queue,
+                    on_reply=self._on_reply,
+                    before_ack=journal.sync,
+                    prefetch=max(256, self.options.window),
+                )
+            else:
+                self.consumer = RelayedReplies(
+                    *self.relay,
+                    journal.run_id,
+                    on_reply=self._on_reply,
+                    before_ack=journal.sync,
+                    on_closed=self.stop.set,
+                )
             await self._attach()
             consuming = asyncio.create_task(self.consumer.run())
             ticking = asyncio.create_task(self._tick(self.source.total_rows))
@@ -287,9 +309,11 @@ class Run:
 
     async def _attach(self) -> None:
         s = self.session
-        assert self.publisher and self.consumer and s.publish and s.consume and s.republish
+        assert self.publisher and self.consumer and s.publish
         self.publisher.attach(s.publish)
-        await self.consumer.attach(s.tap, s.consume, s.republish)
+        if isinstance(self.consumer, ReplyConsumer):
+            assert s.consume and s.republish
+            await self.consumer.attach(s.tap, s.consume, s.republish)
 
     async def _guarded(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run a broker operation, reconnecting and retrying it while the connection drops."""
@@ -348,7 +372,7 @@ class Run:
         assert publisher is not None
         limit = self.options.max_pending
         async for p in self._batches():
-            self.rows_read = p.first_row + p.batch.size
+            self.rows_read = p.batch.end_row
             self.ledger.reject(p.batch.rejected_rows)
             step = min(limit, 1024) if limit else max(1, len(p.rows))
             for start in range(0, len(p.rows), step):
@@ -443,7 +467,7 @@ class Run:
     def _finish(self, journal: Journal) -> ImportSummary:
         journal.sync(force=True)
         rows = self.rows_read
-        write_results(results_frame(journal, self.ledger, rows), self.results_path)
+        write_results(results_frame(journal, self.ledger, rows, self.options.shard), self.results_path)
         counts = {s: 0 for s in STATUSES} | count_statuses(self.results_path)
         exit_code = summary_exit_code(counts)
         incomplete = exit_code == EXIT_INCOMPLETE
@@ -491,8 +515,13 @@ async def run_import(
     *,
     stop: asyncio.Event | None = None,
     observer: Observer | None = None,
+    relay: Relay | None = None,
 ) -> ImportSummary:
-    """Import ``path``; returns the summary, or raises a :class:`BulkImportError`."""
+    """Import ``path``; returns the summary, or raises a :class:`BulkImportError`.
+
+    With ``options.workers`` above 1 the rows are shared by that many worker processes; ``relay``
+    is how such a worker gets its replies from the coordinator.
+    """
     source = open_source(
         path,
         options.file_format,
@@ -502,5 +531,9 @@ async def run_import(
     )
     check_columns(source, options)
     results_path = options.results_path or default_results_path(path)
-    run = Run(source, options, settings, results_path, stop or asyncio.Event(), observer or NullProgress())
-    return await run.execute()
+    stop, observer = stop or asyncio.Event(), observer or NullProgress()
+    if options.workers > 1 and options.shard is None:
+        from .workers import run_workers
+
+        return await run_workers(source, options, settings, results_path, stop, observer)
+    return await Run(source, options, settings, results_path, stop, observer, relay).execute()

@@ -31,8 +31,10 @@ def default_results_path(input_path: Path) -> Path:
     return input_path.with_name(f"{input_path.stem}.results.csv")
 
 
-def results_frame(journal: Journal, ledger: Ledger, rows: int) -> pl.LazyFrame:
-    """The results as a lazy frame, sorted by row."""
+def results_frame(
+    journal: Journal, ledger: Ledger, rows: int, shard: tuple[int, int] | None = None
+) -> pl.LazyFrame:
+    """The results as a lazy frame, sorted by row; only the shard's rows with ``shard``."""
     key_files = sorted(journal.keys_dir.glob("*.parquet"))
     keys = (
         pl.scan_parquet(key_files)
@@ -42,6 +44,8 @@ def results_frame(journal: Journal, ledger: Ledger, rows: int) -> pl.LazyFrame:
     states = pl.LazyFrame(
         {"row": pl.int_range(0, rows, dtype=pl.Int64, eager=True), "state": _states(ledger, rows)}
     )
+    if shard is not None:
+        states = states.filter(pl.col("row") % shard[1] == shard[0])
     replies = journal.read_replies().unique("row", keep="first", maintain_order=False)
     unanswered = pl.col("state").replace_strict(UNANSWERED_STATUS, default=None, return_dtype=pl.String)
     status = (

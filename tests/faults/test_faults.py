@@ -7,6 +7,7 @@ received at most the input rows plus one in-flight window per interruption.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -68,11 +69,25 @@ def accounted(rows: int, results: Path) -> pl.DataFrame:
 
 
 def replies_recorded(results: Path) -> int:
-    journal = results.with_name(results.name + ".journal") / "replies.ndjson"
-    try:
-        return journal.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
+    """Replies in the run's journal, or in its workers' journals (``--workers``)."""
+    journals = [results.with_name(results.name + ".journal")]
+    journals += results.with_name(results.name + ".workers").glob("*.journal")
+    count = 0
+    for journal in journals:
+        with contextlib.suppress(FileNotFoundError):
+            count += (journal / "replies.ndjson").read_bytes().count(b"\n")
+    return count
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def run_args(data: Path, queues: Queues, results: Path, *extra: str) -> list[str | Path]:
@@ -109,7 +124,7 @@ def when_replies_reach(results: Path, count: int, proc: subprocess.Popen[str], t
 
 
 def run_with_fault(
-    data: Path, queues: Queues, results: Path, fault: Callable[[], None], at: float = 0.3
+    data: Path, queues: Queues, results: Path, fault: Callable[[], None], at: float = 0.3, *extra: str
 ) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run the import, apply ``fault`` once ``at`` of the rows are answered; exit and stand-in intake.
 
@@ -117,7 +132,7 @@ def run_with_fault(
     one window redelivered or re-sent when the broker drops both.
     """
     with emulator(queues, "--prefetch", str(WINDOW)) as emu:
-        proc = start_run(data, queues, results)
+        proc = start_run(data, queues, results, *extra)
         when_replies_reach(results, int(ROWS * at), proc)
         fault()
         out, err = proc.communicate(timeout=600)
@@ -321,3 +336,33 @@ class TestStandIn:
             _, err = proc.communicate(timeout=600)
         assert exited(proc) == 0, err
         assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
+
+
+class TestWorkers:
+    def test_connections_closed_with_workers(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """--workers 2, all connections closed at 30%: coordinator and workers reconnect, all ok."""
+        results = tmp_path / "r.csv"
+        fault = broker_control.close_all_connections
+        done, intake = run_with_fault(data, queues, results, fault, 0.3, "--workers", "2")
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
+        assert "reconnected" in done.stderr
+        # Each worker may send its window again, and the stand-in may take its own again.
+        assert ROWS <= intake <= ROWS + 3 * WINDOW
+
+    def test_a_killed_worker_then_resume(self, data: Path, queues: Queues, tmp_path: Path) -> None:
+        """One worker SIGKILLed: the other finishes, the run exits 4 naming it; --resume finishes."""
+        results = tmp_path / "r.csv"
+        with emulator(queues) as emu:
+            proc = start_run(data, queues, results, "--workers", "2")
+            when_replies_reach(results, ROWS // 3, proc)
+            workers = child_pids(proc.pid)
+            assert len(workers) == 2, workers
+            os.kill(workers[0], signal.SIGKILL)
+            _, err = proc.communicate(timeout=300)
+            assert exited(proc) == 4, err
+            assert "stopped without its results" in err
+            done = run_cli(*run_args(data, queues, results, "--workers", "2", "--resume"))
+        assert exited(done) == 0, done.stderr
+        assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
+        assert ROWS <= received(emu) <= ROWS + WINDOW
