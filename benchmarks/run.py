@@ -453,7 +453,7 @@ class Bench:
         argv = partial(self.bulk_argv, file, window, reply_timeout=1)
         return Publisher("bulk-import", argv, rate, ok_codes=(4,))
 
-    def end_to_end(self) -> Outcome:
+    def end_to_end(self, workers: int = 1) -> Outcome:
         """``bulk-import run`` with the stand-in replying: rows/s from the summary, CPU of all three."""
         count, window = self.plan.e2e_rows, self.plan.window
         file = self.sample(count, "parquet")
@@ -467,8 +467,9 @@ class Bench:
             quiesce(self.beam)
             with Background(standin_argv) as standin:
                 self.wait_for_consumer(queue, standin)
+                argv = self.bulk_argv(file, window, queue, results, scratch, reply_timeout=None)
                 m = run_measured(
-                    self.bulk_argv(file, window, queue, results, scratch, reply_timeout=None),
+                    [*argv, "--workers", str(workers)],
                     timeout=180 + count / 200,
                     watch={"broker": self.beam, "standin": standin.ps},
                 )
@@ -575,6 +576,8 @@ class Bench:
             jobs.append(Job(f"publish:{name}", 3, f"{name} publish", count, "msg/s", run, note))
         jobs += [bulk(4, w, f"bulk-import publish, window {w}") for w in p.sweep if w != p.window]
         jobs.append(Job("e2e", 5, "end to end with the stand-in", p.e2e_rows, "rows/s", self.end_to_end))
+        label = "end to end with the stand-in, --workers 2"
+        jobs.append(Job("e2e:w2", 5, label, p.e2e_rows, "rows/s", partial(self.end_to_end, 2)))
         jobs.append(
             Job("replies", 6, "reply consumption (ReplyConsumer)", p.reply_rows, "msg/s", self.replies)
         )
@@ -695,6 +698,11 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
         e2e = by_key.get("e2e")
         if e2e is not None and e2e.value and base:
             e2e.note = "; ".join(x for x in (f"{e2e.value / base:.2f}× publish-only", e2e.note) if x)
+        shared = by_key.get("e2e:w2")
+        if shared is not None and shared.value and e2e is not None and e2e.value:
+            shared.note = "; ".join(
+                x for x in (f"{shared.value / e2e.value:.2f}× one process", shared.note) if x
+            )
     small, large = plan.rss_rows
     for fmt in ("parquet", "csv"):
         target(f"rss:{fmt}:{small}", "≤ 250 MB", lambda v: v <= RSS_LIMIT_MIB)
