@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import BrokerSettings, ImportOptions, censor_url
+from .dry_run import DryRun, dry_run
 from .errors import (
     AuthenticationFailed,
     BrokerError,
@@ -16,6 +17,7 @@ from .errors import (
 from .messages import Batch, Reply, build_batch, feedback_id, parse_feedback_id, parse_reply
 from .pipeline import ImportSummary, run_import
 from .reconcile import STATUSES, Ledger, Status
+from .results import ResultsReport, report_results
 
 __all__ = [
     "STATUSES",
@@ -26,6 +28,7 @@ __all__ = [
     "BrokerUnreachable",
     "BulkImportError",
     "ConnectionLost",
+    "DryRun",
     "ImportOptions",
     "ImportSummary",
     "IncompleteRun",
@@ -33,11 +36,14 @@ __all__ = [
     "Ledger",
     "QueueMissing",
     "Reply",
+    "ResultsReport",
     "Status",
     "build_batch",
     "censor_url",
+    "dry_run",
     "feedback_id",
     "parse_feedback_id",
     "parse_reply",
+    "report_results",
     "run_import",
 ]

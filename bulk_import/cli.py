@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+import orjson
 
 from . import errors
 from .config import (
@@ -24,10 +25,12 @@ from .config import (
     BrokerSettings,
     ImportOptions,
 )
+from .dry_run import dry_run as dry_run_file
 from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
 from .errors import BulkImportError
-from .pipeline import ImportSummary, run_import
+from .pipeline import ImportSummary, run_import, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
+from .results import report_results, write_failed
 from .sample import write_sample
 from .workers import serve_worker
 
@@ -207,6 +210,11 @@ def _types(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read and build every message without connecting: what would be sent and rejected, and why.",
+)
 @click.option("--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
 @click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too).")
@@ -219,6 +227,7 @@ def run(
     types: tuple[str, ...],
     summary_path: Path | None,
     progress: bool | None,
+    dry_run: bool,
     quiet: bool,
     verbose: int,
     **options: Any,
@@ -232,6 +241,8 @@ def run(
     try:
         settings = BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare)
         opts = ImportOptions(types=_types(types), summary_path=summary_path, **options)
+        if dry_run:
+            _dry_run(file, opts, summary_path)
         observer = _observer(quiet, progress)
         summary = _run_async(lambda stop: run_import(file, opts, settings, stop=stop, observer=observer))
     except BulkImportError as exc:
@@ -255,6 +266,27 @@ def worker(relay_fd: int, log_level: int, name: str) -> None:
     sys.exit(summary.exit_code)
 
 
+def _dry_run(file: Path, options: ImportOptions, summary_path: Path | None) -> NoReturn:
+    checked = dry_run_file(file, options)
+    rejected = sum(checked.rejected.values())
+    click.echo(
+        f"dry run, nothing sent: {checked.rows} rows, {checked.valid} would be sent, {rejected} rejected "
+        f"({checked.elapsed_s:.1f}s)",
+        err=True,
+    )
+    for reason, n in checked.rejected.most_common():
+        click.echo(f"  {n:>9}  {reason}", err=True)
+    for row, reason in checked.examples:
+        click.echo(f"  row {row}: {reason}", err=True)
+    click.echo(f"data fields: {', '.join(checked.data_fields) or '(none)'}", err=True)
+    if checked.first_message:
+        click.echo("first message:", err=True)
+        click.echo(orjson.dumps(orjson.loads(checked.first_message), option=orjson.OPT_INDENT_2).decode())
+    if summary_path:
+        summary_path.write_bytes(checked.to_json())
+    sys.exit(checked.exit_code)
+
+
 def _observer(quiet: bool, progress: bool | None) -> Observer:
     """A live bar on a terminal, a log line every 10 s otherwise (cron), nothing with --quiet."""
     if quiet or progress is False:
@@ -276,6 +308,32 @@ def _report(summary: ImportSummary, summary_path: Path | None) -> None:
         click.echo(f"unfinished: run again with --resume to finish (journal {summary.journal})", err=True)
     if summary_path:
         summary_path.write_bytes(summary.to_json())
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--failed", type=click.Path(path_type=Path), help="Write the rows that are not ok here.")
+@click.option("--top", type=int, default=10, show_default=True, help="Kinds of problem listed.")
+def report(results: Path, failed: Path | None, top: int) -> None:
+    """What became of the rows of a RESULTS file: rows per status, the commonest problems.
+
+    Exits as the run that wrote it did, so a cron job can check a results file later.
+    """
+    try:
+        got = report_results(results, top)
+        written = write_failed(results, failed) if failed else None
+    except BulkImportError as exc:
+        _fail(exc)
+    click.echo(f"{results}: {got.rows} rows")
+    for status, n in got.counts.items():
+        click.echo(f"  {status:<14}{n:>10}")
+    if got.problems:
+        click.echo("not ok, commonest first (rows, status, error, text):")
+    for status, error, text, n in got.problems:
+        click.echo(f"  {n:>9}  {status:<14}{error:<6}{text}")
+    if written is not None:
+        click.echo(f"{written} rows not ok written to {failed}")
+    sys.exit(summary_exit_code(got.counts))
 
 
 @cli.command()

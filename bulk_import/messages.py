@@ -7,6 +7,7 @@ string concatenation run in polars, not per row in Python); ``../PROTOCOL.md`` h
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -148,12 +149,12 @@ def envelope_prefix(options: ImportOptions) -> str:
     return orjson.dumps(envelope(options)).decode()[:-1]
 
 
-def data_columns(schema: pl.Schema, options: ImportOptions) -> list[str]:
+def data_columns(columns: Sequence[str], options: ImportOptions) -> list[str]:
     """The columns that go into ``data``; the key travels on its own, except a custom field's."""
     skip = {ROW, _KEY, _REASON, _FEEDBACK}
     if options.matching != "custom":
         skip.add(options.key)
-    return [name for name in schema.names() if name not in skip]
+    return [name for name in columns if name not in skip]
 
 
 #: The characters that JSON escapes inside a string (searched as literals: cheaper than a regex).
@@ -230,7 +231,7 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
     """
     skip = options.nulls == "skip"
     members: list[tuple[list[Piece], bool]] = []
-    for name in data_columns(schema, options):
+    for name in data_columns(schema.names(), options):
         pieces: list[Piece] = [orjson.dumps(name).decode() + ":", *_json_text(name, schema[name], cells)]
         if name not in cells.nullable:
             members.append((pieces, False))
@@ -281,7 +282,7 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     bad = keys.filter(pl.col("reason").is_not_null())
     good = keyed.drop(_REASON) if bad.is_empty() else keyed.filter(pl.col(_REASON).is_null()).drop(_REASON)
     key = options.key if options.matching == "custom" else _KEY
-    used = list(dict.fromkeys([key, *data_columns(good.schema, options)]))
+    used = list(dict.fromkeys([key, *data_columns(good.columns, options)]))
     good = good.with_columns((pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK))
     bodies = good.select(body_expr(good.schema, options, Cells.of(good, used)))
     return Batch(

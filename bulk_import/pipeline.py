@@ -499,6 +499,19 @@ class Run:
         )
 
 
+def open_checked(path: Path, options: ImportOptions) -> Source:
+    """The input, readable and holding the key column: every input error before connecting."""
+    source = open_source(
+        path,
+        options.file_format,
+        batch_rows=options.batch_rows,
+        types=options.types,
+        delimiter=options.delimiter,
+    )
+    check_columns(source, options)
+    return source
+
+
 def check_columns(source: Source, options: ImportOptions) -> None:
     if options.key not in source.columns:
         what = "--field" if options.matching == "custom" and not options.key_column else "key column"
@@ -522,14 +535,7 @@ async def run_import(
     With ``options.workers`` above 1 the rows are shared by that many worker processes; ``relay``
     is how such a worker gets its replies from the coordinator.
     """
-    source = open_source(
-        path,
-        options.file_format,
-        batch_rows=options.batch_rows,
-        types=options.types,
-        delimiter=options.delimiter,
-    )
-    check_columns(source, options)
+    source = open_checked(path, options)
     results_path = options.results_path or default_results_path(path)
     stop, observer = stop or asyncio.Event(), observer or NullProgress()
     if options.workers > 1 and options.shard is None:

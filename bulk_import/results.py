@@ -8,12 +8,14 @@ file. Columns: ``row, key, feedback_id, status, error, error_text, matching_fiel
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from .errors import InputError
 from .journal import Journal
-from .reconcile import ANSWERED, UNANSWERED_STATUS, Ledger
+from .reconcile import ANSWERED, STATUSES, UNANSWERED_STATUS, Ledger
 
 COLUMNS = (
     "row",
@@ -96,3 +98,55 @@ def count_statuses(path: Path) -> dict[str, int]:
     scan = pl.scan_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.scan_csv(path)
     counted = scan.group_by("status").len().collect()
     return dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
+
+
+@dataclass(frozen=True)
+class ResultsReport:
+    """What a results file says, for ``bulk-import report``."""
+
+    rows: int
+    counts: dict[str, int]
+    #: ``(status, error, error_text, rows)`` of the rows not ok, commonest first.
+    problems: list[tuple[str, str, str, int]]
+
+
+def read_results(path: Path) -> pl.LazyFrame:
+    """A results file written by a run, checked to be one (an :class:`InputError` otherwise)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such results file")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        scan = pl.scan_parquet(path) if parquet else pl.scan_csv(path, infer_schema=False)
+        names = scan.collect_schema().names()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: cannot be read: {str(exc).splitlines()[0]}") from None
+    if names != list(COLUMNS):
+        raise InputError(f"{path}: not a results file (its columns are {', '.join(names[:10])})")
+    return scan.with_columns(pl.col("error").cast(pl.String))
+
+
+def report_results(path: Path, top: int = 10) -> ResultsReport:
+    scan = read_results(path)
+    counts = dict.fromkeys(STATUSES, 0) | count_statuses(path)
+    problems = (
+        scan.filter(pl.col("status") != "ok")
+        .group_by("status", "error", "error_text")
+        .len()
+        .sort(
+            ["len", "status", "error", "error_text"], descending=[True, False, False, False], nulls_last=True
+        )
+        .head(top)
+        .collect()
+    )
+    return ResultsReport(
+        rows=sum(counts.values()),
+        counts=counts,
+        problems=[(s, e or "", t or "", n) for s, e, t, n in problems.iter_rows()],
+    )
+
+
+def write_failed(path: Path, out: Path) -> int:
+    """The rows of a results file that are not ok, written to ``out``; how many."""
+    failed = read_results(path).filter(pl.col("status") != "ok")
+    write_results(failed, out)
+    return sum(count_statuses(out).values())

@@ -307,11 +307,15 @@ def _finish(
 
 async def serve_worker(fd: int, stop: asyncio.Event) -> ImportSummary:
     """A worker's whole life: the spec from the coordinator, the run, the summary back."""
-    sock = socket.socket(fileno=fd)
+    by_hand = InputError("a worker is started by `bulk-import run --workers N`, not by hand")
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        raise by_hand from None
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     got = await read_frame(reader)
     if got is None or got[0] != SPEC:
-        raise InputError("a worker is started by `bulk-import run --workers N`, not by hand")
+        raise by_hand
     path, options, settings = decode_spec(got[1])
     assert options.shard is not None
     k, n = options.shard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -180,3 +181,14 @@ def assert_every_row_accounted(input_rows: int, results: Path) -> pl.DataFrame:
 def status_counts(frame: pl.DataFrame) -> dict[str, int]:
     counted = frame.group_by("status").len()
     return dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
+
+
+def replies_recorded(results: Path) -> int:
+    """Replies in the run's journal, or in its workers' journals (``--workers``)."""
+    journals = [results.with_name(results.name + ".journal")]
+    journals += results.with_name(results.name + ".workers").glob("*.journal")
+    count = 0
+    for journal in journals:
+        with contextlib.suppress(FileNotFoundError):
+            count += (journal / "replies.ndjson").read_bytes().count(b"\n")
+    return count

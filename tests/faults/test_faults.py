@@ -29,6 +29,7 @@ from tests.helpers import (
     cli,
     declare,
     emulator,
+    replies_recorded,
     run_cli,
     status_counts,
 )
@@ -66,17 +67,6 @@ def accounted(rows: int, results: Path) -> pl.DataFrame:
     frame = assert_every_row_accounted(rows, results)
     note(rows=rows, accounted=frame.height, statuses=status_counts(frame))
     return frame
-
-
-def replies_recorded(results: Path) -> int:
-    """Replies in the run's journal, or in its workers' journals (``--workers``)."""
-    journals = [results.with_name(results.name + ".journal")]
-    journals += results.with_name(results.name + ".workers").glob("*.journal")
-    count = 0
-    for journal in journals:
-        with contextlib.suppress(FileNotFoundError):
-            count += (journal / "replies.ndjson").read_bytes().count(b"\n")
-    return count
 
 
 def child_pids(pid: int) -> list[int]:

@@ -16,6 +16,7 @@ from tests.helpers import (
     cli,
     emulator,
     queue_state,
+    replies_recorded,
     run_cli,
     status_counts,
 )
@@ -62,9 +63,12 @@ def test_sigterm_then_resume_with_workers(samples: dict[str, Path], queues: Queu
         "--workers",
         "2",
     ]
-    with emulator(queues, "--delay", "0.2"):
+    with emulator(queues, "--delay", "0.5"):
         proc = subprocess.Popen(cli(*args, "--max-pending", "1024"), stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
+        deadline = time.monotonic() + 120
+        while replies_recorded(results) < 2000:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 4, err
