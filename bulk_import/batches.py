@@ -18,6 +18,12 @@ from .messages import ROW, Batch, build_batch
 from .reader import Source, ahead
 
 
+def mapped_columns(columns: list[str], options: ImportOptions) -> list[str]:
+    """The file's columns as the messages see them: renamed, and without the excluded ones."""
+    renamed = [options.rename.get(c, c) for c in columns]
+    return [c for c in renamed if c not in options.exclude]
+
+
 def built_batches(
     source: Source, options: ImportOptions, run_id: str, start_row: int = 0
 ) -> Generator[Batch, None, None]:
@@ -25,6 +31,8 @@ def built_batches(
     workers = max(2, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="build") as pool:
         frames: Iterator[pl.DataFrame] = source.batches(start_row, pool)
+        if options.rename or options.exclude:
+            frames = (f.rename(dict(options.rename)).drop(options.exclude) for f in frames)
         if options.shard is not None:
             k, n = options.shard
             frames = (f for f in (f.filter(pl.col(ROW) % n == k) for f in frames) if f.height)

@@ -127,13 +127,15 @@ def cli() -> None:
     """Import profiles from CSV or Parquet into Altcraft over RabbitMQ, with a result for every row."""
 
 
-def _types(values: tuple[str, ...]) -> dict[str, str]:
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """``COLUMN:VALUE`` pairs; the column may itself hold colons, so the last one splits."""
     out: dict[str, str] = {}
+    what = {"--type": "COLUMN:TYPE", "--rename": "COLUMN:FIELD"}[option]
     for value in values:
-        column, sep, type_name = value.rpartition(":")
-        if not sep or not column:
-            raise click.BadParameter(f"{value!r} is not COLUMN:TYPE", param_hint="--type")
-        out[column] = type_name
+        column, sep, second = value.rpartition(":")
+        if not sep or not column or not second:
+            raise click.BadParameter(f"{value!r} is not {what}", param_hint=option)
+        out[column] = second
     return out
 
 
@@ -167,6 +169,15 @@ def _types(values: tuple[str, ...]) -> dict[str, str]:
     help="CSV column type: int, float, bool, date, datetime, str.",
 )
 @click.option("--delimiter", default=",", show_default=True, help="CSV field separator.")
+@click.option(
+    "--rename",
+    multiple=True,
+    metavar="COLUMN:FIELD",
+    help="Send COLUMN as FIELD (other options then use FIELD). Repeatable.",
+)
+@click.option(
+    "--exclude", multiple=True, metavar="COLUMN", help="Leave COLUMN out of the messages. Repeatable."
+)
 @amqp_options
 @click.option(
     "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
@@ -225,6 +236,8 @@ def run(
     result_queue: str,
     declare: bool,
     types: tuple[str, ...],
+    rename: tuple[str, ...],
+    exclude: tuple[str, ...],
     summary_path: Path | None,
     progress: bool | None,
     dry_run: bool,
@@ -240,7 +253,13 @@ def run(
     _setup_logging(verbose, quiet)
     try:
         settings = BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare)
-        opts = ImportOptions(types=_types(types), summary_path=summary_path, **options)
+        opts = ImportOptions(
+            types=_pairs(types, "--type"),
+            rename=_pairs(rename, "--rename"),
+            exclude=exclude,
+            summary_path=summary_path,
+            **options,
+        )
         if dry_run:
             _dry_run(file, opts, summary_path)
         observer = _observer(quiet, progress)

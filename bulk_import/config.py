@@ -109,6 +109,10 @@ class ImportOptions:
     drain_timeout: float = 30.0
     #: Times a nacked message is sent again before its row is ``not_confirmed``.
     nack_retries: int = 3
+    #: File columns renamed before anything else (old → new): the other options use the new names.
+    rename: Mapping[str, str] = field(default_factory=dict)
+    #: Columns left out of the messages.
+    exclude: tuple[str, ...] = ()
     #: Processes, each with its own connection, that share the rows (see :mod:`.workers`).
     workers: int = 1
     #: ``(k, n)``: this process sends the rows whose number modulo ``n`` is ``k``.

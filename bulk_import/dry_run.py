@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from .batches import built_batches
+from .batches import built_batches, mapped_columns
 from .config import ImportOptions
 from .errors import EXIT_OK, EXIT_ROWS_FAILED
 from .messages import data_columns
@@ -62,7 +62,7 @@ def dry_run(path: Path, options: ImportOptions) -> DryRun:
     """Every row of ``path`` read and built as ``bulk-import run`` would; nothing is sent."""
     started = time.monotonic()
     source = open_checked(path, options)
-    report = DryRun(data_fields=data_columns(source.columns, options))
+    report = DryRun(data_fields=data_columns(mapped_columns(source.columns, options), options))
     for batch in built_batches(source, options, "dryrun"):
         report.rows += batch.size
         report.valid += len(batch.bodies)

@@ -209,6 +209,8 @@ class Run:
             "matching": o.matching,
             "key": o.key,
             "shard": list(o.shard) if o.shard else None,
+            "rename": dict(o.rename),
+            "exclude": list(o.exclude),
         }
 
     async def execute(self) -> ImportSummary:
@@ -501,11 +503,12 @@ class Run:
 
 def open_checked(path: Path, options: ImportOptions) -> Source:
     """The input, readable and holding the key column: every input error before connecting."""
+    original = {new: old for old, new in options.rename.items()}
     source = open_source(
         path,
         options.file_format,
         batch_rows=options.batch_rows,
-        types=options.types,
+        types={original.get(c, c): t for c, t in options.types.items()},
         delimiter=options.delimiter,
     )
     check_columns(source, options)
@@ -513,12 +516,23 @@ def open_checked(path: Path, options: ImportOptions) -> Source:
 
 
 def check_columns(source: Source, options: ImportOptions) -> None:
-    if options.key not in source.columns:
+    """The columns the options name exist (by their names after ``--rename``), once each."""
+    listed = f"(columns: {', '.join(source.columns[:20])})"
+    for name in options.rename:
+        if name not in source.columns:
+            raise InputError(f"{source.path}: no column {name!r} to rename {listed}")
+    names = [options.rename.get(c, c) for c in source.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"{source.path}: after --rename, more than one column is named {', '.join(twice)}")
+    for name in options.exclude:
+        if name not in names:
+            raise InputError(f"{source.path}: no column {name!r} to exclude {listed}")
+    if options.key in options.exclude:
+        raise InputError(f"--exclude {options.key}: the key column is always sent")
+    if options.key not in names:
         what = "--field" if options.matching == "custom" and not options.key_column else "key column"
-        raise InputError(
-            f"{source.path}: no column {options.key!r} for the {what} "
-            f"(columns: {', '.join(source.columns[:20])})"
-        )
+        raise InputError(f"{source.path}: no column {options.key!r} for the {what} {listed}")
 
 
 async def run_import(

@@ -199,6 +199,7 @@ def decode_spec(payload: bytes) -> tuple[Path, ImportOptions, BrokerSettings]:
     for name in ("results_path", "summary_path"):
         doc[name] = Path(doc[name]) if doc[name] is not None else None
     doc["shard"] = tuple(doc["shard"]) if doc["shard"] is not None else None
+    doc["exclude"] = tuple(doc["exclude"])
     return Path(spec["path"]), ImportOptions(**doc), BrokerSettings(**spec["settings"])
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from bulk_import.cli import cli
@@ -83,3 +84,38 @@ def test_report_of_a_clean_run_exits_0_and_refuses_other_files(tmp_path: Path) -
     got = CliRunner().invoke(cli, ["report", str(other)])
     assert got.exit_code == 2
     assert "not a results file" in got.output
+
+
+def test_rename_and_exclude_shape_the_messages(tmp_path: Path) -> None:
+    """Renamed columns are sent (and typed, and matched on) by their new names; excluded ones never."""
+    data = tmp_path / "c.csv"
+    data.write_text("E-Mail,Vorname,intern,n\na@b.c,Ann,x1,7\n")
+    summary = tmp_path / "s.json"
+    args = ["--rename", "E-Mail:email", "--rename", "Vorname:_fname", "--exclude", "intern"]
+    args += ["--type", "n:int", "--summary", str(summary)]
+    got = CliRunner().invoke(cli, ["run", str(data), "--db", "1", "--dry-run", *args])
+    assert got.exit_code == 0, got.output
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["data_fields"] == ["_fname", "n"]
+    assert doc["first_message"]["email"] == "a@b.c"
+    assert doc["first_message"]["data"] == {"_fname": "Ann", "n": 7}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rename", "nope:x"], "no column 'nope' to rename"),
+        (["--rename", "a:email"], "more than one column is named email"),
+        (["--exclude", "nope"], "no column 'nope' to exclude"),
+        (["--exclude", "email"], "the key column is always sent"),
+        (["--rename", "email:mail"], "no column 'email' for the key column"),
+        (["--rename", "email"], "is not COLUMN:FIELD"),
+    ],
+)
+def test_mapping_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    data = tmp_path / "c.csv"
+    data.write_text("email,a\nx@y.z,1\n")
+    got = CliRunner().invoke(cli, ["run", str(data), "--db", "1", "--dry-run", *args])
+    assert got.exit_code == 2, got.output
+    assert message in got.output
+    assert "Traceback" not in got.output

@@ -62,6 +62,8 @@ def test_a_worker_gets_the_options_it_was_given(tmp_path: Path) -> None:
         run_id="abc123",
         nulls="keep",
         max_pending=100,
+        rename={"E-Mail": "email"},
+        exclude=("internal_id",),
     )
     settings = BrokerSettings(url="amqp://u:p@127.0.0.1:5672/x", queue="q", result_queue="r")
     assert decode_spec(encode_spec(Path("in.csv"), options, settings)) == (Path("in.csv"), options, settings)
