@@ -85,6 +85,7 @@ async def run_workers(
     started = time.monotonic()
     session = Session(settings, publishing=False)
     await session.open()
+    folder.mkdir(parents=True, exist_ok=True)  # only once the broker is there: nothing to resume before
     workers: list[_Worker] = []
     try:
         writers: list[asyncio.StreamWriter | None] = [None] * n
@@ -144,7 +145,6 @@ def _prepare(folder: Path, parts: list[Path], options: ImportOptions) -> str:
             f"an unfinished run of this file is recorded in {folder}: "
             "pass --resume to finish it, or --restart to discard it and start again"
         )
-    folder.mkdir(parents=True)
     return options.run_id or new_run_id()
 
 

@@ -81,3 +81,13 @@ def test_sigterm_then_resume_with_workers(samples: dict[str, Path], queues: Queu
     frame = assert_every_row_accounted(20_000, results)
     assert status_counts(frame) == {"ok": 20_000}
     assert not (tmp_path / "out.results.csv.workers").exists()
+
+
+def test_no_broker_leaves_nothing_to_resume(samples: dict[str, Path], tmp_path: Path) -> None:
+    """Nothing listening: exit 3, and no workers' folder that a next run would take for a crash."""
+    results = tmp_path / "out.results.csv"
+    args = ["run", samples["small.csv"], "--db", "1", "--workers", "2", "--results", results]
+    done = run_cli(*args, "--amqp-url", "amqp://guest:guest@127.0.0.1:1/")
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out.results.csv.workers").exists()
