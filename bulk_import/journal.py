@@ -12,9 +12,11 @@ Replies are recorded before they are acked, so a reply the broker forgets is on 
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +37,9 @@ REPLY_SCHEMA = pl.Schema(
     }
 )
 FSYNC_INTERVAL_S = 1.0
+#: Bytes of ``replies.ndjson`` parsed at once (a few hundred thousand replies): bounds the memory
+#: of reading back a run of any size.
+REPLY_BLOCK_BYTES = 4 << 20
 
 
 def journal_dir(results_path: Path) -> Path:
@@ -103,12 +108,21 @@ class Journal:
 
     def answered_rows(self) -> pl.Series:
         """Rows that have a reply recorded (from an earlier attempt of this run)."""
-        return self.read_replies().select("row").collect()["row"]
+        rows = [block["row"] for block in self.reply_blocks()]
+        return pl.concat(rows) if rows else pl.Series("row", [], pl.Int64)
 
-    def read_replies(self) -> pl.LazyFrame:
-        if not self.replies_path.exists() or self.replies_path.stat().st_size == 0:
-            return pl.LazyFrame(schema=REPLY_SCHEMA)
-        return pl.scan_ndjson(self.replies_path, schema=REPLY_SCHEMA)
+    def reply_blocks(self) -> Iterator[pl.DataFrame]:
+        """The recorded replies, a block of the file at a time; a half-written last line is left out."""
+        if not self.replies_path.exists():
+            return
+        with self.replies_path.open("rb") as fh:
+            carry = b""
+            while chunk := fh.read(REPLY_BLOCK_BYTES):
+                data = carry + chunk
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                if cut:
+                    yield pl.read_ndjson(io.BytesIO(data[:cut]), schema=REPLY_SCHEMA)
 
     def record_reply(self, row: int, reply: Reply) -> None:
         assert self._replies is not None

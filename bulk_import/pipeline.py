@@ -39,9 +39,9 @@ from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
 from .publisher import Publisher
 from .reader import Source, open_source
-from .reconcile import ANSWERED, STATUSES, Ledger
+from .reconcile import ANSWERED, Ledger
 from .relay import RelayedReplies
-from .results import count_statuses, default_results_path, results_frame, write_results
+from .results import default_results_path, write_run_results
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -469,8 +469,7 @@ class Run:
     def _finish(self, journal: Journal) -> ImportSummary:
         journal.sync(force=True)
         rows = self.rows_read
-        write_results(results_frame(journal, self.ledger, rows, self.options.shard), self.results_path)
-        counts = {s: 0 for s in STATUSES} | count_statuses(self.results_path)
+        counts = write_run_results(journal, self.ledger, rows, self.results_path, self.options.shard)
         exit_code = summary_exit_code(counts)
         incomplete = exit_code == EXIT_INCOMPLETE
         if not incomplete:

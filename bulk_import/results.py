@@ -8,13 +8,15 @@ file. Columns: ``row, key, feedback_id, status, error, error_text, matching_fiel
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from .errors import InputError
-from .journal import Journal
+from .journal import REPLY_SCHEMA, Journal
 from .reconcile import ANSWERED, STATUSES, UNANSWERED_STATUS, Ledger
 
 COLUMNS = (
@@ -33,54 +35,143 @@ def default_results_path(input_path: Path) -> Path:
     return input_path.with_name(f"{input_path.stem}.results.csv")
 
 
-def results_frame(
-    journal: Journal, ledger: Ledger, rows: int, shard: tuple[int, int] | None = None
-) -> pl.LazyFrame:
-    """The results as a lazy frame, sorted by row; only the shard's rows with ``shard``."""
-    key_files = sorted(journal.keys_dir.glob("*.parquet"))
-    keys = (
-        pl.scan_parquet(key_files)
-        if key_files
-        else pl.LazyFrame(schema={"row": pl.Int64, "key": pl.String, "reason": pl.String})
-    )
+#: Rows of the results file built at once: what writing it holds in memory, whatever the run's size.
+RANGE_ROWS = 1 << 15
+_KEYS_SCHEMA = pl.Schema({"row": pl.Int64(), "key": pl.String(), "reason": pl.String()})
+
+
+def write_run_results(
+    journal: Journal, ledger: Ledger, rows: int, path: Path, shard: tuple[int, int] | None = None
+) -> dict[str, int]:
+    """The results file of a run (only the shard's rows with ``shard``), a range of rows at a time;
+    the rows per status.
+
+    Replies are recorded in arrival order, so they are first spilled to Parquet files by range;
+    each range then joins its states, keys and replies and is appended to the file in row order.
+    """
+    with tempfile.TemporaryDirectory(dir=journal.path, prefix="results-") as folder:
+        spill = Path(folder)
+        for i, block in enumerate(journal.reply_blocks()):
+            ranged = block.with_columns(_range=pl.col("row") // RANGE_ROWS)
+            for (index,), part in ranged.partition_by("_range", as_dict=True).items():
+                part.drop("_range").write_parquet(spill / f"{index}-{i}.parquet")
+        key_files = sorted(journal.keys_dir.glob("*.parquet"))
+        firsts = [int(f.stem) for f in key_files]
+        ends = [*firsts[1:], rows]
+
+        def ranges() -> Iterator[pl.DataFrame]:
+            for start in range(0, rows, RANGE_ROWS):
+                end = min(rows, start + RANGE_ROWS)
+                keys = [f for f, a, b in zip(key_files, firsts, ends, strict=True) if a < end and b > start]
+                replies = sorted(spill.glob(f"{start // RANGE_ROWS}-*.parquet"))
+                yield _range_frame(journal.run_id, ledger, start, end, keys, replies, shard)
+
+        return write_frames(ranges(), path)
+
+
+def _range_frame(
+    run_id: str,
+    ledger: Ledger,
+    start: int,
+    end: int,
+    key_files: list[Path],
+    reply_files: list[Path],
+    shard: tuple[int, int] | None,
+) -> pl.DataFrame:
+    """The results of rows ``start`` to ``end``."""
+    keys = pl.scan_parquet(key_files) if key_files else pl.LazyFrame(schema=_KEYS_SCHEMA)
+    replies = pl.scan_parquet(reply_files) if reply_files else pl.LazyFrame(schema=REPLY_SCHEMA)
+    state = bytes(ledger.state[start:end]).ljust(end - start, b"\0")
     states = pl.LazyFrame(
-        {"row": pl.int_range(0, rows, dtype=pl.Int64, eager=True), "state": _states(ledger, rows)}
+        {
+            "row": pl.int_range(start, end, dtype=pl.Int64, eager=True),
+            "state": pl.Series(state, dtype=pl.UInt8),
+        }
     )
     if shard is not None:
         states = states.filter(pl.col("row") % shard[1] == shard[0])
-    replies = journal.read_replies().unique("row", keep="first", maintain_order=False)
+    in_range = pl.col("row").is_between(start, end, closed="left")
     unanswered = pl.col("state").replace_strict(UNANSWERED_STATUS, default=None, return_dtype=pl.String)
-    status = (
-        pl.when(pl.col("state") == ANSWERED)
-        .then(pl.when(pl.col("error") == 0).then(pl.lit("ok")).otherwise(pl.lit("error")))
-        .otherwise(unanswered)
-    )
-    sent = pl.col("state") != 1
+    answered = pl.col("state") == ANSWERED
     return (
-        states.join(keys.select("row", "key", "reason"), on="row", how="left")
-        .join(replies, on="row", how="left")
+        states.join(keys.filter(in_range).select("row", "key", "reason"), on="row", how="left")
+        .join(replies.unique("row", keep="first"), on="row", how="left")
         .with_columns(
-            feedback_id=pl.when(sent).then(pl.lit(f"{journal.run_id}-") + pl.col("row").cast(pl.String)),
-            status=status,
-            error=pl.when(pl.col("state") == ANSWERED).then(pl.col("error")),
-            error_text=pl.when(pl.col("state") == ANSWERED)
-            .then(pl.col("error_text"))
-            .otherwise(pl.col("reason")),
+            feedback_id=pl.when(pl.col("state") != 1).then(
+                pl.lit(f"{run_id}-") + pl.col("row").cast(pl.String)
+            ),
+            status=pl.when(answered)
+            .then(pl.when(pl.col("error") == 0).then(pl.lit("ok")).otherwise(pl.lit("error")))
+            .otherwise(unanswered),
+            error=pl.when(answered).then(pl.col("error")),
+            error_text=pl.when(answered).then(pl.col("error_text")).otherwise(pl.col("reason")),
         )
         .select(COLUMNS)
         .sort("row")
+        .collect()
     )
 
 
-def _states(ledger: Ledger, rows: int) -> pl.Series:
-    state = ledger.state[:rows]
-    if len(state) < rows:
-        state = state + bytes(rows - len(state))
-    return pl.Series("state", state, dtype=pl.UInt8)
+def merge_parts(parts: list[Path], path: Path) -> dict[str, int]:
+    """One results file from the parts of ``--workers``, a range at a time; the rows per status.
+
+    Part *k* holds rows *k*, *k + n*, *k + 2n*... in order, so the same positions of every part
+    hold one range of rows: each range is sorted alone, and memory stays bounded.
+    """
+    scans = [pl.scan_parquet(p).select(COLUMNS) for p in parts]
+    longest = max((s.select(pl.len()).collect().item() for s in scans), default=0)
+    step = max(1, RANGE_ROWS // len(parts))
+    return write_frames(
+        (
+            pl.concat([s.slice(at, step) for s in scans]).sort("row").collect()
+            for at in range(0, longest, step)
+        ),
+        path,
+    )
+
+
+def write_frames(frames: Iterable[pl.DataFrame], path: Path) -> dict[str, int]:
+    """Frames one after another into one file, CSV or Parquet by the suffix, atomically; the rows
+    per status, counted on the way (reading a large file back would cost more memory)."""
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    frames = _counted(frames, counts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+                pieces = []
+                for i, frame in enumerate(frames):
+                    pieces.append(Path(folder) / f"{i:06d}.parquet")
+                    frame.write_parquet(pieces[-1])
+                scan = pl.scan_parquet(pieces) if pieces else pl.LazyFrame(schema=_EMPTY.schema)
+                scan.sink_parquet(tmp)
+        else:
+            with tmp.open("wb") as fh:
+                header = True
+                for frame in frames:
+                    frame.write_csv(fh, include_header=header)
+                    header = False
+                if header:
+                    _EMPTY.write_csv(fh)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
+
+
+def _counted(frames: Iterable[pl.DataFrame], counts: dict[str, int]) -> Iterator[pl.DataFrame]:
+    for frame in frames:
+        for status, n in frame["status"].value_counts().iter_rows():
+            counts[status] += n
+        yield frame
+
+
+_EMPTY = pl.DataFrame(schema=dict.fromkeys(COLUMNS, pl.String) | {"row": pl.Int64, "error": pl.Int64})
 
 
 def write_results(frame: pl.LazyFrame, path: Path) -> None:
-    """Write CSV, or Parquet for a ``.parquet`` path, atomically."""
+    """Write CSV, or Parquet for a ``.parquet`` path, atomically (streamed: no sort here)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import polars as pl
 
 from . import broker
 from .config import BrokerSettings, ImportOptions
@@ -33,7 +32,6 @@ from .journal import journal_dir, new_run_id
 from .pipeline import ImportSummary, Session, run_import, summary_exit_code
 from .progress import Observer, Snapshot
 from .reader import Source
-from .reconcile import STATUSES
 from .relay import (
     FINAL,
     PROGRESS,
@@ -45,7 +43,7 @@ from .relay import (
     frame,
     read_frame,
 )
-from .results import COLUMNS, count_statuses, write_results
+from .results import merge_parts
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +275,7 @@ def _finish(
                 f"worker {w.shard + 1} of {len(parts)} stopped without its results "
                 f"(exit code {w.process.returncode}); run again with --resume to finish"
             )
-    write_results(pl.scan_parquet(parts).select(COLUMNS).sort("row"), results_path)
-    counts = {s: 0 for s in STATUSES} | count_statuses(results_path)
+    counts = merge_parts(parts, results_path)
     exit_code = summary_exit_code(counts)
     folder = workers_dir(results_path)
     if exit_code != EXIT_INCOMPLETE:
