@@ -9,7 +9,7 @@ and only ratios within a run mean something:
 4. bulk-import's publish window sweep
 5. end to end with the stand-in job server (``bulk-import emulate``) on the same machine
 6. reply consumption alone (replies.py: ReplyConsumer on a pre-filled queue)
-7. peak RSS of read + build at two file sizes
+7. peak RSS of read + build, and of writing the results file, at two sizes
 
 Phases 1-6 run in R rounds, every measurement once per round, odd rounds in reverse order, and
 each figure is the median over the rounds. Writes benchmarks/results/ (--quick: results/quick/):
@@ -544,6 +544,20 @@ class Bench:
         read = self.read_build(fmt, rows)
         return Outcome(read.extra["peak_rss_mib"], read.cpu, {"rows_per_s": read.value})
 
+    def results_rss(self, rows: int) -> Outcome:
+        """results_file.py: the results file of a finished N-row run, written alone; its peak RSS."""
+        journal = self.work / f"journal-{rows}"
+        if not journal.exists():
+            log(f"recording a synthetic journal of {rows:,} rows")
+            made = run_measured([PY, HERE / "results_file.py", journal, str(rows), "--make"], timeout=600)
+            if made.returncode:
+                raise BenchError(f"results_file.py --make exited {made.returncode}: {made.tail()}")
+        m = run_measured([PY, HERE / "results_file.py", journal, str(rows)], timeout=120 + rows / 20_000)
+        if m.returncode:
+            raise BenchError(f"results_file.py exited {m.returncode}: {m.tail()}")
+        line = json_line(m)
+        return Outcome(m.max_rss_mib, m.cpu_pct(line["t0"], line["t1"]), {"rows_per_s": line["rows_per_s"]})
+
     # --- the plan -------------------------------------------------------------------------------
 
     def round_jobs(self) -> list[Job]:
@@ -595,6 +609,16 @@ class Bench:
                 partial(self.peak_rss, fmt, rows),
             )
             for fmt in ("parquet", "csv")
+            for rows in self.plan.rss_rows
+        ] + [
+            Job(
+                f"rss:results:{rows}",
+                7,
+                "peak RSS, results file",
+                rows,
+                "MiB",
+                partial(self.results_rss, rows),
+            )
             for rows in self.plan.rss_rows
         ]
 
@@ -704,7 +728,7 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
                 x for x in (f"{shared.value / e2e.value:.2f}× one process", shared.note) if x
             )
     small, large = plan.rss_rows
-    for fmt in ("parquet", "csv"):
+    for fmt in ("parquet", "csv", "results"):
         target(f"rss:{fmt}:{small}", "≤ 250 MB", lambda v: v <= RSS_LIMIT_MIB)
         low = by_key.get(f"rss:{fmt}:{small}")
         flat_limit = RSS_FLAT * low.value if low and low.value else RSS_LIMIT_MIB
@@ -733,7 +757,8 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
         6: "reply consumption: ReplyConsumer + Ledger on a run's connection, without the journal's disk "
         f"writes; prefetch {max(256, plan.window)} as in a run",
         7: "peak RSS: ru_maxrss of a process that only reads and builds the whole file (read_build.py), "
-        "interpreter and polars included; run once",
+        "or only writes the results file of a finished run from its journal (results_file.py: every "
+        "row answered, replies in shuffled order), interpreter and polars included; run once",
     }
     notes += [text for phase, text in explain.items() if phase in phases or (phase == 2 and 3 in phases)]
     return notes

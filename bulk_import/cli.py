@@ -71,7 +71,7 @@ def _fail(exc: BulkImportError) -> NoReturn:
 
 
 def _run_async(
-    make: Callable[[asyncio.Event], Coroutine[Any, Any, T]], second_signal_exits: bool = True
+    make: Callable[[asyncio.Event], Coroutine[Any, Any, T]], second_signal_exits: bool = True, who: str = ""
 ) -> T:
     """Run on uvloop; the first SIGINT/SIGTERM asks to stop and drain, a second exits at once."""
     try:
@@ -89,8 +89,9 @@ def _run_async(
                 click.echo("error: stopped at once by a second signal; the journal is kept", err=True)
                 logging.shutdown()
                 os._exit(errors.EXIT_INTERRUPTED)
-            again = " (send it again to stop now)" if second_signal_exits else ""
-            click.echo(f"{signal.Signals(signum).name}: finishing what is in flight{again}", err=True)
+            again = " (send it again to stop now)" if second_signal_exits and not who else ""
+            name = signal.Signals(signum).name
+            click.echo(f"{f'[{who}] ' if who else ''}{name}: finishing what is in flight{again}", err=True)
             stop.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -278,7 +279,7 @@ def worker(relay_fd: int, log_level: int, name: str) -> None:
     """One of the processes of `run --workers N`, started by it: what to import comes over RELAY_FD."""
     _setup_logging(1 if log_level < logging.INFO else 0, log_level > logging.INFO, name)
     try:
-        summary = _run_async(lambda stop: serve_worker(relay_fd, stop))
+        summary = _run_async(lambda stop: serve_worker(relay_fd, stop), who=name)
     except BulkImportError as exc:
         click.echo(f"[{name}] error: {exc}", err=True)
         sys.exit(exc.exit_code)
