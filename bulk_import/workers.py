@@ -87,7 +87,10 @@ async def run_workers(
     workers: list[_Worker] = []
     try:
         writers: list[asyncio.StreamWriter | None] = [None] * n
-        router = ShardRouter(run_id, settings.result_queue, writers, prefetch=n * max(256, options.window))
+        # No prefetch limit: with one, a run whose coordinator had reconnected could stall with the
+        # window full of relayed replies not yet settled (seen in the fault suite); the workers'
+        # --max-pending already bounds the replies outstanding.
+        router = ShardRouter(run_id, settings.result_queue, writers, prefetch=0)
         for k in todo:
             spec = dataclasses.replace(
                 options,
@@ -105,13 +108,19 @@ async def run_workers(
         assert session.consume and session.republish
         await router.attach(session.tap, session.consume, session.republish)
         consuming = asyncio.create_task(router.run())
+        consuming.add_done_callback(_report_end)
         listening = [asyncio.create_task(_listen(w, router)) for w in workers]
         failure = await _supervise(workers, session, router, stop, observer, source.total_rows, started)
         await asyncio.gather(*listening, return_exceptions=True)
         router.stop()
+        # The workers are done: what is left to ack or pass on must not hold the run up.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(consuming), 10)
+        consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
         with contextlib.suppress(Exception), broker.map_amqp_errors(settings):
-            await router.flush_acks(final=True)
+            async with asyncio.timeout(10):
+                await router.flush_acks(final=True)
     finally:
         observer.close()
         for w in workers:
@@ -120,6 +129,11 @@ async def run_workers(
                 await w.process.wait()
         await session.close()
     return _finish(workers, parts, results_path, router, failure, stop.is_set(), started)
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consuming replies stopped: %r", task.exception())
 
 
 def _prepare(folder: Path, parts: list[Path], options: ImportOptions) -> str:
@@ -238,10 +252,11 @@ async def _supervise(
             try:
                 await session.reopen(ConnectionError("the connection closed"))
                 assert session.consume and session.republish
-                await router.attach(session.tap, session.consume, session.republish)
-            except BrokerUnreachable as exc:
-                failure = str(exc)
-                log.error("%s; the workers finish without replies", exc)
+                async with asyncio.timeout(30):
+                    await router.attach(session.tap, session.consume, session.republish)
+            except (BrokerUnreachable, TimeoutError) as exc:
+                failure = str(exc) or "consuming again timed out"
+                log.error("%s; the workers finish without replies", failure)
         observer.update(_total(workers, total_rows, started))
         _, waits = await asyncio.wait(waits, timeout=0.5)
     return failure
