@@ -7,6 +7,7 @@ file. Columns: ``row, key, feedback_id, status, error, error_text, matching_fiel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -135,28 +136,22 @@ def write_frames(frames: Iterable[pl.DataFrame], path: Path) -> dict[str, int]:
     per status, counted on the way (reading a large file back would cost more memory)."""
     counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     frames = _counted(frames, counts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
-                pieces = []
-                for i, frame in enumerate(frames):
-                    pieces.append(Path(folder) / f"{i:06d}.parquet")
-                    frame.write_parquet(pieces[-1])
-                scan = pl.scan_parquet(pieces) if pieces else pl.LazyFrame(schema=_EMPTY.schema)
-                scan.sink_parquet(tmp)
-        else:
-            with tmp.open("wb") as fh:
-                header = True
-                for frame in frames:
-                    frame.write_csv(fh, include_header=header)
-                    header = False
-                if header:
-                    _EMPTY.write_csv(fh)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if _is_parquet(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+            pieces = []
+            for i, frame in enumerate(frames):
+                pieces.append(Path(folder) / f"{i:06d}.parquet")
+                frame.write_parquet(pieces[-1])
+            write_results(pl.scan_parquet(pieces) if pieces else _EMPTY.lazy(), path)
+        return counts
+    with _replacing(path) as tmp, tmp.open("wb") as fh:
+        header = True
+        for frame in frames:
+            frame.write_csv(fh, include_header=header)
+            header = False
+        if header:
+            _EMPTY.write_csv(fh)
     return counts
 
 
@@ -172,21 +167,32 @@ _EMPTY = pl.DataFrame(schema=dict.fromkeys(COLUMNS, pl.String) | {"row": pl.Int6
 
 def write_results(frame: pl.LazyFrame, path: Path) -> None:
     """Write CSV, or Parquet for a ``.parquet`` path, atomically (streamed: no sort here)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
+    with _replacing(path) as tmp:
+        if _is_parquet(path):
             frame.sink_parquet(tmp)
         else:
             frame.sink_csv(tmp)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that replaces it once written: no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
 def count_statuses(path: Path) -> dict[str, int]:
     """Rows per status in a results file."""
-    scan = pl.scan_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.scan_csv(path)
+    scan = pl.scan_parquet(path) if _is_parquet(path) else pl.scan_csv(path)
     counted = scan.group_by("status").len().collect()
     return dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
 
@@ -205,7 +211,7 @@ def read_results(path: Path) -> pl.LazyFrame:
     """A results file written by a run, checked to be one (an :class:`InputError` otherwise)."""
     if not path.is_file():
         raise InputError(f"{path}: no such results file")
-    parquet = path.suffix.lower() in (".parquet", ".pq")
+    parquet = _is_parquet(path)
     try:
         scan = pl.scan_parquet(path) if parquet else pl.scan_csv(path, infer_schema=False)
         names = scan.collect_schema().names()
