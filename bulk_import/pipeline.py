@@ -440,6 +440,7 @@ class Run:
                 since = time.monotonic()
             if publisher.unsent:
                 await self._guarded(publisher.send_unsent)
+            publisher.note_blocked()  # a block that came after the last write is said here
             self.replied.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.replied.wait(), 0.05)

@@ -201,7 +201,7 @@ class Publisher:
             try:
                 await asyncio.wait_for(self._space.wait(), BLOCKED_CHECK_S)
             except TimeoutError:
-                self._note_blocked()
+                self.note_blocked()
 
     async def _write(self, n: int) -> None:
         assert self._channel is not None and self._connection is not None
@@ -226,7 +226,7 @@ class Publisher:
         event: asyncio.Event = self._connection._Connection__connection_unblocked  # type: ignore[attr-defined]
         return event
 
-    def _note_blocked(self) -> None:
+    def note_blocked(self) -> None:
         """Say once why confirms stopped coming, when the broker is what stopped them."""
         if not self._unblocked().is_set() and not self._paused:
             self._paused = True
@@ -236,7 +236,7 @@ class Publisher:
         """Pause while the broker blocks the connection (a memory or disk alarm)."""
         unblocked = self._unblocked()
         if not unblocked.is_set():
-            self._note_blocked()
+            self.note_blocked()
             waiter = asyncio.ensure_future(unblocked.wait())
             try:
                 await self._until(waiter)
