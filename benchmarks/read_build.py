@@ -1,8 +1,10 @@
 """Read + build alone, as ``bulk-import run`` does it but without a broker: ``read_build.py FILE``.
 
 A process of its own so that its CPU and peak RSS are exactly this work's (plus the interpreter
-and polars, which a real run has too). Prints one JSON line with the rows, the bodies built and
-the timed window as ``time.monotonic`` stamps, so the driver reads CPU over that window only.
+and polars, which a real run has too). With ``--frame`` each batch is also framed for a channel in
+the consuming thread, as a run does before publishing. Prints one JSON line with the rows, the
+messages built and the timed window as ``time.monotonic`` stamps, so the driver reads CPU over
+that window only.
 With ``--bodies OUT`` it also writes the bodies as ndjson: the peers' input, the same messages.
 """
 
@@ -16,16 +18,20 @@ from pathlib import Path
 
 from bulk_import.batches import built_batches
 from bulk_import.config import ImportOptions
+from bulk_import.frames import Wire
 from bulk_import.reader import open_source
 
 #: Ten characters, like the run ids bulk-import makes, so the bodies are as long as a real run's.
 RUN_ID = "benchrun00"
+#: A channel as a run's publisher gets it from RabbitMQ's defaults.
+WIRE = Wire(channel=2, frame_max=131072, routing_key="bulk-import-bench")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("file", type=Path)
     p.add_argument("--bodies", type=Path, help="also write the bodies here, one a line")
+    p.add_argument("--frame", action="store_true", help="frame the messages for a channel too")
     args = p.parse_args()
     options = ImportOptions(db_id=1)
     out = args.bodies.open("wb") if args.bodies else None
@@ -33,10 +39,12 @@ def main() -> None:
     t0 = time.monotonic()
     for batch in built_batches(open_source(args.file), options, RUN_ID):
         rows += batch.size
-        messages += len(batch.bodies)
-        size += sum(map(len, batch.bodies))
         if out is not None and batch.bodies:
             out.write(b"\n".join(batch.bodies) + b"\n")
+        if args.frame:
+            batch = batch.framed(WIRE)
+        messages += len(batch.messages or batch.bodies)
+        size += sum(map(len, batch.messages or batch.bodies))
     t1 = time.monotonic()
     if out is not None:
         out.close()

@@ -52,7 +52,7 @@ async def fill(args: argparse.Namespace) -> dict[str, Any]:
         for start in range(0, args.count, CHUNK):
             rows = range(start, min(args.count, start + CHUNK))
             bodies = [reply_body(args.run_id, r) for r in rows]
-            await publisher.publish(list(rows), bodies, [f"{args.run_id}-{r}".encode() for r in rows])
+            await publisher.publish_bodies(list(rows), bodies, [f"{args.run_id}-{r}".encode() for r in rows])
         await publisher.flush()
         return {"filled": publisher.confirmed, "failed": len(failed)}
     finally:

@@ -34,6 +34,7 @@ from .errors import (
     ConnectionLost,
     InputError,
 )
+from .frames import Wire
 from .journal import Journal, journal_dir
 from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
@@ -153,11 +154,13 @@ class Session:
 
 @dataclass
 class _Prepared:
-    first_row: int
-    batch: Batch
+    """A batch ready to send: its rows still unanswered, with their messages framed for ``wire``."""
+
+    end_row: int
+    rejected_rows: list[int]
     rows: list[int]
-    bodies: list[bytes]
-    ids: list[bytes]
+    messages: list[bytes]
+    wire: Wire
 
 
 @dataclass
@@ -344,18 +347,22 @@ class Run:
     async def _batches(self) -> AsyncIterator[_Prepared]:
         """Prepared batches, read and built in worker threads ahead of the caller."""
         assert self.journal is not None
-        journal, ledger = self.journal, self.ledger
+        journal, ledger, publisher = self.journal, self.ledger, self.publisher
+        assert publisher is not None
 
         def prepare(batches: Iterator[Batch]) -> _Prepared | None:
             batch = next(batches, None)
             if batch is None:
                 return None
             journal.record_keys(batch.first_row, batch.keys)
-            rows, bodies, ids = batch.rows, batch.bodies, batch.ids
+            wire = publisher.wire
+            assert wire is not None
+            framed = batch.framed(wire)
+            rows, messages = framed.rows, framed.messages
             if ledger.answered:
                 keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
-                rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
-            return _Prepared(batch.first_row, batch, rows, bodies, ids)
+                rows, messages = [rows[i] for i in keep], [messages[i] for i in keep]
+            return _Prepared(batch.end_row, batch.rejected_rows, rows, messages, wire)
 
         batches = built_batches(self.source, self.options, journal.run_id)
         loop = asyncio.get_running_loop()
@@ -374,8 +381,8 @@ class Run:
         assert publisher is not None
         limit = self.options.max_pending
         async for p in self._batches():
-            self.rows_read = p.batch.end_row
-            self.ledger.reject(p.batch.rejected_rows)
+            self.rows_read = p.end_row
+            self.ledger.reject(p.rejected_rows)
             step = min(limit, 1024) if limit else max(1, len(p.rows))
             for start in range(0, len(p.rows), step):
                 rows = p.rows[start : start + step]
@@ -383,11 +390,11 @@ class Run:
                     partial(self._room_for, len(rows), limit), draining=False
                 ):
                     break
-                bodies, ids = p.bodies[start : start + step], p.ids[start : start + step]
+                messages = p.messages[start : start + step]
                 self.ledger.send(rows)
                 if self.clock.first_publish is None:
                     self.clock.first_publish = time.monotonic()
-                await self._guarded(lambda r=rows, b=bodies, i=ids: publisher.publish(r, b, i))  # type: ignore[misc]
+                await self._guarded(lambda r=rows, m=messages, w=p.wire: publisher.publish(r, m, w))  # type: ignore[misc]
                 if self.stop.is_set():
                     break
             if self.stop.is_set() or self.failure:

@@ -3,10 +3,10 @@
 aiormq opens the connection and the channel (handshake, authentication, heartbeats and channel
 errors stay its job). The per-message path does not go through ``basic_publish``, whose future,
 lock and queue entry per message cost more CPU than the broker spends on the message. Instead:
-the Basic.Publish frame is encoded once, each message adds only its content header and body
-frames, a chunk of messages goes out in one socket write, and confirms are settled by delivery
-tag (the broker numbers messages 1, 2, ... on a confirm channel, and a ``multiple`` ack settles
-every tag up to its own).
+messages come already framed (:mod:`bulk_import.frames`, in the threads that build them), a chunk
+of them goes out in one socket write, and confirms are settled by delivery tag (the broker
+numbers messages 1, 2, ... on a confirm channel, and a ``multiple`` ack settles every tag up to
+its own).
 
 The channel must carry nothing but this publisher. It hooks the channel's confirm handler, which
 is why aiormq is pinned in ``pyproject.toml``.
@@ -16,45 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiormq
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
-from pamqp import frame as pamqp_frame
 
 from .errors import ConnectionLost
+from .frames import Wire, encode_messages, reframe
 
 log = logging.getLogger(__name__)
 
-FRAME_END = b"\xce"
 #: How often a publisher waiting for confirms looks whether the broker has blocked it.
 BLOCKED_CHECK_S = 1.0
-#: Content header property flags: content_type, delivery_mode, message_id.
-_FLAGS = (1 << 15) | (1 << 12) | (1 << 7)
-_CONTENT_TYPE = b"\x10application/json"
-_PERSISTENT = b"\x02"
-_HEADER_HEAD = struct.Struct(">BHI")
-_HEADER_FIXED = struct.Struct(">HHQH")
 
 Tokens = list[int]
-
-
-def encode_message(channel: int, body: bytes, message_id: bytes, frame_max: int) -> bytes:
-    """The content header and body frames of one persistent JSON message."""
-    message_id = message_id[:255]  # the AMQP short-string limit
-    props = _CONTENT_TYPE + _PERSISTENT + bytes((len(message_id),)) + message_id
-    header = _HEADER_FIXED.pack(60, 0, len(body), _FLAGS) + props
-    out = [_HEADER_HEAD.pack(2, channel, len(header)), header, FRAME_END]
-    limit = frame_max - 8
-    for start in range(0, len(body), limit) if body else ():
-        part = body[start : start + limit]
-        out += (_HEADER_HEAD.pack(3, channel, len(part)), part, FRAME_END)
-    return b"".join(out)
 
 
 @dataclass(slots=True)
@@ -63,41 +42,61 @@ class _Chunk:
 
     first_tag: int
     tokens: Tokens
-    bodies: list[bytes]
-    ids: list[bytes]
+    messages: list[bytes]
 
 
-@dataclass
 class _Outbox:
-    """Messages accepted but not yet written (new ones, nacked ones, resends after a reconnect)."""
+    """Messages accepted but not yet written (new ones, nacked ones, resends after a reconnect).
 
-    tokens: deque[int] = field(default_factory=deque)
-    bodies: deque[bytes] = field(default_factory=deque)
-    ids: deque[bytes] = field(default_factory=deque)
+    Kept as the callers' lists with a read position in the first, so taking a chunk copies the
+    chunk, not what is left.
+    """
+
+    def __init__(self) -> None:
+        self._parts: deque[tuple[Sequence[int], Sequence[bytes]]] = deque()
+        self._at = 0
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return self._size
 
-    def add(self, tokens: Sequence[int], bodies: Sequence[bytes], ids: Sequence[bytes]) -> None:
-        self.tokens.extend(tokens)
-        self.bodies.extend(bodies)
-        self.ids.extend(ids)
+    def add(self, tokens: Sequence[int], messages: Sequence[bytes]) -> None:
+        if tokens:
+            self._parts.append((tokens, messages))
+            self._size += len(tokens)
 
-    def add_front(self, chunks: Sequence[_Chunk], done: Callable[[int], bool]) -> None:
-        """Put written messages back in front, in order, but for those ``done`` says need no resend."""
-        for chunk in reversed(chunks):
-            for token, body, message_id in reversed(
-                list(zip(chunk.tokens, chunk.bodies, chunk.ids, strict=True))
-            ):
-                if not done(token):
-                    self.tokens.appendleft(token)
-                    self.bodies.appendleft(body)
-                    self.ids.appendleft(message_id)
+    def add_front(self, tokens: Sequence[int], messages: Sequence[bytes]) -> None:
+        if tokens:
+            self._settle_head()
+            self._parts.appendleft((tokens, messages))
+            self._size += len(tokens)
 
-    def take(self, n: int) -> tuple[Tokens, list[bytes], list[bytes]]:
-        n = min(n, len(self.tokens))
-        pop_t, pop_b, pop_i = self.tokens.popleft, self.bodies.popleft, self.ids.popleft
-        return [pop_t() for _ in range(n)], [pop_b() for _ in range(n)], [pop_i() for _ in range(n)]
+    def _settle_head(self) -> None:
+        if self._at:
+            tokens, messages = self._parts[0]
+            self._parts[0] = (tokens[self._at :], messages[self._at :])
+            self._at = 0
+
+    def take(self, n: int) -> tuple[Tokens, list[bytes]]:
+        tokens: Tokens = []
+        messages: list[bytes] = []
+        while n and self._parts:
+            part_tokens, part_messages = self._parts[0]
+            end = min(len(part_tokens), self._at + n)
+            tokens += part_tokens[self._at : end]
+            messages += part_messages[self._at : end]
+            n -= end - self._at
+            self._at = end
+            if end == len(part_tokens):
+                self._parts.popleft()
+                self._at = 0
+        self._size -= len(tokens)
+        return tokens, messages
+
+    def reframe(self, old: Wire, new: Wire) -> None:
+        """Make every waiting message again for another wire."""
+        self._settle_head()
+        self._parts = deque((tokens, reframe(messages, old, new)) for tokens, messages in self._parts)
 
 
 class Publisher:
@@ -141,8 +140,7 @@ class Publisher:
         self._closed: asyncio.Future[Any] | None = None
         self._next_tag = 1
         self._paused = False
-        self._method = b""
-        self._frame_max = 131072
+        self.wire: Wire | None = None
 
     @property
     def in_flight(self) -> int:
@@ -153,8 +151,7 @@ class Publisher:
         """Publish on ``channel`` (opened with publisher confirms); unsettled messages go again."""
         if not channel.publisher_confirms:
             raise ValueError("the publisher needs a channel with publisher confirms")
-        self._outbox.add_front(list(self._sent), self.done)
-        self._sent.clear()
+        self._requeue_sent()
         self._early.clear()
         self._in_flight = 0
         self._next_tag = channel.delivery_tag + 1
@@ -162,19 +159,40 @@ class Publisher:
         connection = channel.connection
         assert isinstance(connection, aiormq.Connection)
         self._connection = connection
-        self._frame_max = channel.connection.connection_tune.frame_max or 131072
-        self._method = pamqp_frame.marshal(
-            spec.Basic.Publish(exchange=self.exchange, routing_key=self.routing_key),
-            channel.number,
-        )
+        frame_max = channel.connection.connection_tune.frame_max or 131072
+        wire = Wire(channel.number, frame_max, self.routing_key, self.exchange)
+        if self.wire is not None and wire != self.wire:
+            self._outbox.reframe(self.wire, wire)
+        self.wire = wire
         channel._on_confirm_frame = self._on_confirm_frame  # type: ignore[method-assign]
         self._closed = channel.closing
         self._closed.add_done_callback(lambda _: self._space.set())
 
-    async def publish(self, tokens: Sequence[int], bodies: Sequence[bytes], ids: Sequence[bytes]) -> None:
-        """Queue the messages and write while the window has room; returns once all are written."""
-        self._outbox.add(tokens, bodies, ids)
+    async def publish(self, tokens: Sequence[int], messages: Sequence[bytes], wire: Wire) -> None:
+        """Queue messages encoded for ``wire`` and write while the window has room.
+
+        Returns once all are written. Messages made for another wire than the channel's (a batch
+        built before a reconnect) are made again.
+        """
+        if wire != self.wire:
+            assert self.wire is not None, "attach a channel first"
+            messages = reframe(messages, wire, self.wire)
+        self._outbox.add(tokens, messages)
         await self._pump(until_empty=False)
+
+    async def publish_bodies(
+        self, tokens: Sequence[int], bodies: Sequence[bytes], ids: Sequence[bytes]
+    ) -> None:
+        """Like :meth:`publish`, from bodies and message ids."""
+        assert self.wire is not None, "attach a channel first"
+        await self.publish(tokens, encode_messages(self.wire, bodies, ids), self.wire)
+
+    def _requeue_sent(self) -> None:
+        """Put written, unsettled messages back in front, but for those ``done`` says need no resend."""
+        kept = [(t, m) for chunk in self._sent for t, m in zip(chunk.tokens, chunk.messages, strict=True)]
+        kept = [(t, m) for t, m in kept if not self.done(t)]
+        self._outbox.add_front([t for t, _ in kept], [m for _, m in kept])
+        self._sent.clear()
 
     @property
     def unsent(self) -> int:
@@ -205,12 +223,9 @@ class Publisher:
 
     async def _write(self, n: int) -> None:
         assert self._channel is not None and self._connection is not None
-        tokens, bodies, ids = self._outbox.take(n)
-        number, method, frame_max = self._channel.number, self._method, self._frame_max
-        payload = b"".join(
-            [method + encode_message(number, b, i, frame_max) for b, i in zip(bodies, ids, strict=True)]
-        )
-        self._sent.append(_Chunk(self._next_tag, tokens, bodies, ids))
+        tokens, messages = self._outbox.take(n)
+        payload = b"".join(messages)
+        self._sent.append(_Chunk(self._next_tag, tokens, messages))
         self._next_tag += len(tokens)
         self._in_flight += len(tokens)
         self._channel.delivery_tag = self._next_tag - 1
@@ -277,7 +292,7 @@ class Publisher:
 
     def _settle_upto(self, tag: int, ok: bool) -> None:
         acked: Tokens = []
-        nacked: list[tuple[int, bytes, bytes]] = []
+        nacked: list[tuple[int, bytes]] = []
         while self._sent and self._sent[0].first_tag <= tag:
             chunk = self._sent[0]
             n = min(len(chunk.tokens), tag - chunk.first_tag + 1)
@@ -286,15 +301,15 @@ class Publisher:
                     if self._early.pop(chunk.first_tag + i, ok):
                         acked.append(chunk.tokens[i])
                     else:
-                        nacked.append((chunk.tokens[i], chunk.bodies[i], chunk.ids[i]))
+                        nacked.append((chunk.tokens[i], chunk.messages[i]))
             elif ok:
                 acked.extend(chunk.tokens[:n])
             else:
-                nacked.extend(zip(chunk.tokens[:n], chunk.bodies[:n], chunk.ids[:n], strict=True))
+                nacked.extend(zip(chunk.tokens[:n], chunk.messages[:n], strict=True))
             if n == len(chunk.tokens):
                 self._sent.popleft()
             else:
-                self._sent[0] = _Chunk(chunk.first_tag + n, chunk.tokens[n:], chunk.bodies[n:], chunk.ids[n:])
+                self._sent[0] = _Chunk(chunk.first_tag + n, chunk.tokens[n:], chunk.messages[n:])
             self._in_flight -= n
         if acked:
             self.confirmed += len(acked)
@@ -302,14 +317,14 @@ class Publisher:
         if nacked:
             self._on_nacked(nacked)
 
-    def _on_nacked(self, nacked: list[tuple[int, bytes, bytes]]) -> None:
+    def _on_nacked(self, nacked: list[tuple[int, bytes]]) -> None:
         self.nacked += len(nacked)
         failed: Tokens = []
-        for token, body, message_id in nacked:
+        for token, message in nacked:
             tries = self._retries.get(token, 0)
             if tries < self.nack_retries:
                 self._retries[token] = tries + 1
-                self._outbox.add((token,), (body,), (message_id,))
+                self._outbox.add((token,), (message,))
             else:
                 self._retries.pop(token, None)
                 failed.append(token)

@@ -12,7 +12,7 @@ journal. The state array costs one byte per row, so ten million rows need 10 MB.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -34,6 +34,21 @@ UNANSWERED_STATUS: Final[dict[int, Status]] = {
     CONFIRMED: "no_reply",
     FAILED: "not_confirmed",
 }
+
+
+_TO_SENT: Final = bytes.maketrans(bytes((PENDING, FAILED)), bytes((SENT, SENT)))
+_TO_CONFIRMED: Final = bytes.maketrans(bytes((SENT,)), bytes((CONFIRMED,)))
+
+
+def _span(rows: Sequence[int]) -> slice | None:
+    """The rows as one slice when they are consecutive and ascending (a batch's, most often).
+
+    A batch's rows move together a thousand at a time, so their bytes are translated at once.
+    """
+    if len(rows) < 2 or rows[-1] - rows[0] + 1 != len(rows):
+        return None
+    first = rows[0]
+    return slice(first, first + len(rows)) if list(rows) == list(range(first, first + len(rows))) else None
 
 
 def final_status(state: int, reply_error: int | None) -> Status:
@@ -69,16 +84,25 @@ class Ledger:
                 self.state[row] = REJECTED
                 self.rejected += 1
 
-    def send(self, rows: Iterable[int]) -> None:
+    def send(self, rows: Sequence[int]) -> None:
         state = self.state
+        if rows:
+            self._grow(max(rows))
+        if (span := _span(rows)) is not None:
+            part = state[span]
+            self.awaiting += part.count(PENDING) + part.count(FAILED)
+            state[span] = part.translate(_TO_SENT)
+            return
         for row in rows:
-            self._grow(row)
             if state[row] in (PENDING, FAILED):
                 state[row] = SENT
                 self.awaiting += 1
 
-    def confirm(self, rows: Iterable[int]) -> None:
+    def confirm(self, rows: Sequence[int]) -> None:
         state = self.state
+        if (span := _span(rows)) is not None:
+            state[span] = state[span].translate(_TO_CONFIRMED)
+            return
         for row in rows:
             if state[row] == SENT:
                 state[row] = CONFIRMED

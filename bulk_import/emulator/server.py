@@ -341,7 +341,7 @@ class _Server:
                 await asyncio.sleep(wait)
                 continue
             self.outbox.popleft()
-            await publisher.publish(tokens, bodies, ids)
+            await publisher.publish_bodies(tokens, bodies, ids)
         await publisher.flush()
 
     def on_confirmed(self, tokens: list[int]) -> None:

@@ -13,7 +13,7 @@ from pamqp import frame as pamqp_frame
 from pamqp.heartbeat import Heartbeat
 
 from bulk_import.delivery import Acks, Delivery, Tap, TapReader
-from bulk_import.publisher import encode_message
+from bulk_import.frames import content_frames
 
 TAPPED = 3
 
@@ -22,7 +22,7 @@ def deliver(channel: int, tag: int, body: bytes, frame_max: int = 4096, redelive
     method = spec.Basic.Deliver(
         consumer_tag="ctag", delivery_tag=tag, redelivered=redelivered, exchange="", routing_key="q"
     )
-    return pamqp_frame.marshal(method, channel) + encode_message(channel, body, b"id%d" % tag, frame_max)
+    return pamqp_frame.marshal(method, channel) + content_frames(channel, body, b"id%d" % tag, frame_max)
 
 
 @pytest.fixture

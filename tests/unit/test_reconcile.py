@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bulk_import.reconcile import (
@@ -107,3 +107,28 @@ def test_awaiting_matches_the_states(steps: list[tuple[str, int]]) -> None:
     assert ledger.awaiting == outstanding
     assert ledger.answered == len(answers)
     assert all(ledger.state[r] == ANSWERED for r in answers)
+
+
+row_runs = st.one_of(
+    st.tuples(st.integers(0, 4), st.integers(1, 4)).map(lambda t: list(range(t[0], t[0] + t[1]))),
+    st.lists(st.integers(0, 7), min_size=1, max_size=4, unique=True).map(sorted),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(["send", "confirm", "fail", "answer"]), row_runs), max_size=40))
+@example([("send", [0, 1]), ("fail", [1]), ("send", [0, 1, 2]), ("confirm", [0, 1, 2])])
+def test_runs_of_rows_move_like_single_rows(steps: list[tuple[str, list[int]]]) -> None:
+    """Sending or confirming a run of consecutive rows at once ends in the states row by row would."""
+    together, alone = Ledger(), Ledger()
+    for event, rows in steps:
+        if event == "answer":
+            for row in rows:
+                together.answer(row)
+                alone.answer(row)
+        elif event == "send" or max(rows) < len(together.state):
+            getattr(together, event)(rows)
+            for row in rows:
+                getattr(alone, event)([row])
+    assert together.state == alone.state
+    assert (together.awaiting, together.answered) == (alone.awaiting, alone.answered)
