@@ -530,10 +530,11 @@ class Bench:
         finally:
             self.broker.delete(queue)
 
-    def read_build(self, fmt: str, rows: int) -> Outcome:
+    def read_build(self, fmt: str, rows: int, *, frame: bool = False) -> Outcome:
         """read_build.py over the whole file: rows/s, CPU over its timed loop, peak RSS of the process."""
         path = self.sample(rows, fmt)
-        m = run_measured([PY, HERE / "read_build.py", path], timeout=120 + rows / 20_000)
+        argv = [PY, HERE / "read_build.py", path, *(["--frame"] if frame else [])]
+        m = run_measured(argv, timeout=120 + rows / 20_000)
         if m.returncode:
             raise BenchError(f"read_build.py {path.name} exited {m.returncode}: {m.tail()}")
         line = json_line(m)
@@ -576,6 +577,17 @@ class Bench:
             )
             for fmt in ("parquet", "csv")
         ]
+        jobs.append(
+            Job(
+                "read:parquet:framed",
+                1,
+                "read+build parquet, framed",
+                p.read_rows,
+                "rows/s",
+                partial(self.read_build, "parquet", p.read_rows, frame=True),
+                "AMQP frames too, as a run makes them before publishing",
+            )
+        )
 
         def bulk(phase: int, window: int, label: str) -> Job:
             run = partial(self.run_publisher, self.bulk_publisher(window), p.publish_rows)
@@ -728,6 +740,11 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
             ),
         )
         base = ours.value
+        for key in ("read:parquet", "read:csv", "read:parquet:framed"):
+            read = by_key.get(key)
+            if read is not None and read.value and base:
+                asked = " (≥ 40× asked)" if key != "read:parquet:framed" else ""
+                read.note = "; ".join(x for x in (f"{read.value / base:.0f}× publish{asked}", read.note) if x)
         target("e2e", "≥ 0.45× publish-only", lambda v: None if not base else v >= 0.45 * base)
         e2e = by_key.get("e2e")
         if e2e is not None and e2e.value and base:
