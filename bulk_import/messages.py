@@ -245,15 +245,19 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
         if name not in cells.nullable:
             members.append((pieces, False))
         elif skip:
-            members.append(([_concat(pieces)], True))
+            members.append((pieces, True))
         else:
             members.append(([pieces[0], _concat(pieces[1:]).fill_null(pl.lit("null"))], False))
     if not members:
         return []
     first = next((i for i, (_, optional) in enumerate(members) if not optional), len(members) - 1)
-    lead = [_concat(pieces) for pieces, _ in members[: first + 1]]
-    out: list[Piece] = [pl.concat_str(lead, separator=",", ignore_nulls=True) if first else lead[0]]
+    if first:
+        lead = [_concat(pieces) for pieces, _ in members[: first + 1]]
+        out: list[Piece] = [pl.concat_str(lead, separator=",", ignore_nulls=True)]
+    else:
+        out = list(members[0][0])
     for pieces, optional in members[first + 1 :]:
+        # An optional member is one inner concat_str: null, and so dropped, when its value is.
         out += [_concat([",", *pieces])] if optional else [",", *pieces]
     return out
 
