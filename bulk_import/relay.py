@@ -177,7 +177,9 @@ class ShardRouter(ReplyConsumer):
     """The coordinator's consumer: each reply of the run goes to the worker that owns its row.
 
     A relayed reply is acked when its worker settles it; a reply for a worker that is gone is
-    left unacked, so the broker keeps it for ``--resume``.
+    left unacked, so the broker keeps it for ``--resume``. A reply for a shard whose every row is
+    answered already (its worker finished, or a part finished before ``--resume``) is a late
+    duplicate: it is acked at once, else it would hold a place in the prefetch window for good.
     """
 
     def __init__(
@@ -187,6 +189,9 @@ class ShardRouter(ReplyConsumer):
             run_id, queue, on_reply=lambda row, reply: None, before_ack=lambda: None, prefetch=prefetch
         )
         self.workers = workers
+        #: Shards with every row answered and recorded.
+        self.finished: set[int] = set()
+        self.late_duplicates = 0
         self.epoch = 0
         self._outbox: dict[int, list[tuple[int, bytes]]] = {}
 
@@ -195,7 +200,11 @@ class ShardRouter(ReplyConsumer):
         await super().attach(*args)  # type: ignore[arg-type]
 
     def take(self, row: int, reply: Reply, delivery: Delivery) -> bool:
-        self._outbox.setdefault(row % len(self.workers), []).append((delivery.delivery_tag, delivery.body))
+        shard = row % len(self.workers)
+        if shard in self.finished:
+            self.late_duplicates += 1
+            return True
+        self._outbox.setdefault(shard, []).append((delivery.delivery_tag, delivery.body))
         return False
 
     def _on_deliveries(self, batch: list[Delivery]) -> None:

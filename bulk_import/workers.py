@@ -87,10 +87,11 @@ async def run_workers(
     workers: list[_Worker] = []
     try:
         writers: list[asyncio.StreamWriter | None] = [None] * n
-        # No prefetch limit: with one, a run whose coordinator had reconnected could stall with the
-        # window full of relayed replies not yet settled (seen in the fault suite); the workers'
-        # --max-pending already bounds the replies outstanding.
+        # No prefetch limit: with one (twice the window), 2 runs in 20 of the fault case "connections
+        # closed with --workers 2" stalled after the reconnect, replies left ready in the queue;
+        # the workers' --max-pending already bounds the replies outstanding.
         router = ShardRouter(run_id, settings.result_queue, writers, prefetch=0)
+        router.finished.update(k for k in range(n) if k not in todo)
         for k in todo:
             spec = dataclasses.replace(
                 options,
@@ -225,6 +226,8 @@ async def _listen(worker: _Worker, router: ShardRouter) -> None:
             worker.progress = Snapshot(**orjson.loads(payload))
         elif kind == FINAL:
             worker.summary = orjson.loads(payload)
+            if worker.summary and worker.summary.get("exit_code") == 0:
+                router.finished.add(worker.shard)
     router.workers[worker.shard] = None
     worker.writer.close()
 
@@ -311,7 +314,7 @@ def _finish(
         journal=folder if exit_code == EXIT_INCOMPLETE else None,
         interrupted=interrupted,
         reason="; ".join(reasons),
-        duplicate_replies=sum(s["duplicate_replies"] for s in summaries),
+        duplicate_replies=sum(s["duplicate_replies"] for s in summaries) + router.late_duplicates,
         foreign_replies=router.counts.foreign,
         malformed_replies=router.counts.malformed,
         reconnects=sum(s["reconnects"] for s in summaries),

@@ -9,8 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_import.config import BrokerSettings, ImportOptions
+from bulk_import.delivery import Delivery
+from bulk_import.messages import parse_reply
 from bulk_import.relay import (
     REPLIES,
+    ShardRouter,
     decode_replies,
     decode_settled,
     encode_replies,
@@ -67,3 +70,16 @@ def test_a_worker_gets_the_options_it_was_given(tmp_path: Path) -> None:
     )
     settings = BrokerSettings(url="amqp://u:p@127.0.0.1:5672/x", queue="q", result_queue="r")
     assert decode_spec(encode_spec(Path("in.csv"), options, settings)) == (Path("in.csv"), options, settings)
+
+
+def test_router_acks_late_duplicates_of_finished_shards() -> None:
+    """A reply for a finished shard is settled at once; one for a live shard waits for its worker."""
+    router = ShardRouter("run1", "results", [None, None, None], prefetch=8)
+    router.finished.add(1)
+    reply = parse_reply(b'{"error":0,"feedback_id":"run1-4"}')
+    late = Delivery(delivery_tag=7, redelivered=True, body=b"{}", header_frame=b"")
+    fresh = Delivery(delivery_tag=8, redelivered=False, body=b"{}", header_frame=b"")
+    assert router.take(4, reply, late)
+    assert not router.take(5, reply, fresh)
+    assert router.late_duplicates == 1
+    assert router._outbox == {2: [(8, b"{}")]}
