@@ -65,6 +65,7 @@ class ReplyConsumer:
         self._foreign: deque[Delivery] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._working: asyncio.Future[None] | None = None
         self._channel: aiormq.Channel | None = None
         self._republish: aiormq.Channel | None = None
         self._bounce_tokens = BOUNCE_RATE
@@ -72,6 +73,10 @@ class ReplyConsumer:
 
     async def attach(self, tap: Tap, channel: aiormq.Channel, republish: aiormq.Channel) -> None:
         """Consume on ``channel`` through ``tap``; foreign replies go back through ``republish``."""
+        if self._working is not None:
+            # An ack or a pass-on still waiting on the connection that is gone: its writer no longer
+            # empties the queue, so it would wait for ever and no ack would go out on the new one.
+            self._working.cancel()
         self._acks.reset()
         self._foreign.clear()
         self._channel = channel
@@ -121,13 +126,25 @@ class ReplyConsumer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), ACK_INTERVAL_S)
             self._wake.clear()
+            self._working = working = asyncio.ensure_future(self._pass_on_and_ack())
             try:
-                await self._pass_on_foreign()
-                await self.flush_acks()
-            except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+                await asyncio.wait({working})
+            finally:
+                self._working = None
+                working.cancel()  # if this task is cancelled, the work goes too
+            if working.cancelled():
+                continue  # attached to a new channel meanwhile
+            exc = working.exception()
+            if isinstance(exc, aiormq.exceptions.AMQPError | aiormq.exceptions.ChannelInvalidStateError):
                 # The connection is going; the pipeline reconnects and attaches us again, and the
                 # broker delivers whatever was not acked once more.
                 log.debug("consumer paused: %r", exc)
+            elif exc is not None:
+                raise exc
+
+    async def _pass_on_and_ack(self) -> None:
+        await self._pass_on_foreign()
+        await self.flush_acks()
 
     def stop(self) -> None:
         """Let :meth:`run` return once the reply it is passing on (if any) is settled."""
