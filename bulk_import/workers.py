@@ -87,10 +87,8 @@ async def run_workers(
     workers: list[_Worker] = []
     try:
         writers: list[asyncio.StreamWriter | None] = [None] * n
-        # No prefetch limit: with one (twice the window), 2 runs in 20 of the fault case "connections
-        # closed with --workers 2" stalled after the reconnect, replies left ready in the queue;
-        # the workers' --max-pending already bounds the replies outstanding.
-        router = ShardRouter(run_id, settings.result_queue, writers, prefetch=0)
+        # Bounded, so that a shared result queue full of other runs' replies is not taken in at once.
+        router = ShardRouter(run_id, settings.result_queue, writers, prefetch=max(256, 2 * options.window))
         router.finished.update(k for k in range(n) if k not in todo)
         for k in todo:
             spec = dataclasses.replace(
