@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bulk_import.batches import built_batches
 from bulk_import.config import ImportOptions
-from bulk_import.frames import Wire
+from bulk_import.frames import Wire, encode_messages
 from bulk_import.reader import open_source
 
 #: Ten characters, like the run ids bulk-import makes, so the bodies are as long as a real run's.
@@ -41,10 +41,9 @@ def main() -> None:
         rows += batch.size
         if out is not None and batch.bodies:
             out.write(b"\n".join(batch.bodies) + b"\n")
-        if args.frame:
-            batch = batch.framed(WIRE)
-        messages += len(batch.messages or batch.bodies)
-        size += sum(map(len, batch.messages or batch.bodies))
+        built = encode_messages(WIRE, batch.bodies, batch.ids) if args.frame else batch.bodies
+        messages += len(built)
+        size += sum(map(len, built))
     t1 = time.monotonic()
     if out is not None:
         out.close()

@@ -4,8 +4,8 @@ A message is a Basic.Publish method frame, a content header frame (body size, co
 delivery mode, message id) and body frames of at most ``frame_max`` bytes. Within a run only the
 body size and the id's length change from message to message, so the binary parts are packed
 once per distinct size and each message is a single ``bytes.join`` of ready parts: a third of
-what packing each message costs, and it runs in the thread that builds the batch, not in the
-event loop.
+what packing each message costs, and it runs in the thread that hands batches to the publisher,
+not in the event loop.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class _Parts:
         self.heads: dict[int, bytes] = {}
         self.body_heads: dict[int, bytes] = {}
 
-    def add(self, id_sizes: set[int], keys: set[int], body_sizes: set[int]) -> None:
+    def add(self, keys: set[int], body_sizes: set[int]) -> None:
         if len(self.heads) > _CACHE_LIMIT or len(self.body_heads) > _CACHE_LIMIT:
             self.heads.clear()
             self.body_heads.clear()
@@ -113,7 +113,7 @@ def encode_messages(wire: Wire, bodies: Sequence[bytes], ids: Sequence[bytes]) -
         return [encode_message(wire, body, message_id) for body, message_id in zip(bodies, ids, strict=True)]
     keys = [i << 32 | b for i, b in zip(id_sizes, body_sizes, strict=True)]
     parts = _parts(wire)
-    parts.add(set(id_sizes), set(keys), set(body_sizes))
+    parts.add(set(keys), set(body_sizes))
     heads = map(parts.heads.__getitem__, keys)
     body_heads = map(parts.body_heads.__getitem__, body_sizes)
     return list(map(b"".join, zip(heads, ids, body_heads, bodies, repeat(FRAME_END), strict=False)))

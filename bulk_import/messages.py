@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 import polars as pl
 
 from .config import ImportOptions
-from .frames import Wire, encode_messages
 
 #: The column the reader adds: each row's number in the file, from 0.
 ROW: Final = "__row"
@@ -57,14 +56,6 @@ class Batch:
     rejected_reasons: list[str]
     #: Every row of the slice with its matching key as text, for the results file.
     keys: pl.DataFrame
-    #: The messages as a publisher writes them, once :meth:`framed` (bodies and ids then go).
-    messages: list[bytes] = field(default_factory=list)
-    wire: Wire | None = None
-
-    def framed(self, wire: Wire) -> Batch:
-        """The batch with its messages framed for ``wire``, without the bodies (half the memory)."""
-        messages = encode_messages(wire, self.bodies, self.ids)
-        return replace(self, bodies=[], ids=[], messages=messages, wire=wire)
 
     @property
     def size(self) -> int:

@@ -34,7 +34,7 @@ from .errors import (
     ConnectionLost,
     InputError,
 )
-from .frames import Wire
+from .frames import Wire, encode_messages
 from .journal import Journal, journal_dir
 from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
@@ -355,14 +355,15 @@ class Run:
             if batch is None:
                 return None
             journal.record_keys(batch.first_row, batch.keys)
-            wire = publisher.wire
-            assert wire is not None
-            framed = batch.framed(wire)
-            rows, messages = framed.rows, framed.messages
+            rows, bodies, ids = batch.rows, batch.bodies, batch.ids
             if ledger.answered:
                 keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
-                rows, messages = [rows[i] for i in keep], [messages[i] for i in keep]
-            return _Prepared(batch.end_row, batch.rejected_rows, rows, messages, wire)
+                rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
+            wire = publisher.wire
+            assert wire is not None
+            return _Prepared(
+                batch.end_row, batch.rejected_rows, rows, encode_messages(wire, bodies, ids), wire
+            )
 
         batches = built_batches(self.source, self.options, journal.run_id)
         loop = asyncio.get_running_loop()
