@@ -27,6 +27,11 @@ PHONE_RE: Final = r"^\+?[0-9]{7,15}$"
 PHONE_NOISE_RE: Final = r"[\s\-().]"
 PROFILE_ID_RE: Final = r"^[0-9a-fA-F]{24}$"
 RUN_ID_RE: Final = re.compile(r"^[0-9a-z]{1,32}$")
+#: The types ``field_value`` takes (PROTOCOL.md §1), said in every reason a custom key is refused for.
+FIELD_VALUE_TYPES: Final = "field_value is an int or a string"
+#: A tag-type custom key as text: its tags joined by this (the documented ``"tag-1, tag-2"``).
+TAG_SEPARATOR: Final = ", "
+_ISO_DATETIME: Final = "%Y-%m-%dT%H:%M:%S%.f"
 
 
 def feedback_id(run_id: str, row: int) -> str:
@@ -77,22 +82,92 @@ def _json_value(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr.is_not_null()).then(encoded.str.strip_prefix('{"v":').str.strip_suffix("}"))
 
 
+def _inner(dtype: pl.List | pl.Array) -> pl.DataType:
+    """A list's item type as an instance (polars gives the class of a type without parameters)."""
+    inner = dtype.inner
+    return inner() if isinstance(inner, type) else inner
+
+
+def _nested(dtype: pl.DataType) -> bool:
+    """Whether a value has no text of its own: a struct, or a list of lists or of structs."""
+    if isinstance(dtype, pl.List | pl.Array):
+        dtype = _inner(dtype)
+    return isinstance(dtype, pl.Struct | pl.List | pl.Array)
+
+
+def _kind(dtype: pl.DataType) -> str:
+    """A nested type in words, for a reject reason."""
+    if isinstance(dtype, pl.List | pl.Array):
+        return f"list of {type(_inner(dtype)).__name__.lower()}s"
+    return type(dtype).__name__.lower()
+
+
+def _whole(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A float or decimal as Int64 when it is a whole number that fits one (42.0 → 42), else null."""
+    ints = value.cast(pl.Int64, strict=False)
+    return pl.when(ints.cast(dtype) == value).then(ints)
+
+
+def _is_fractional(dtype: pl.DataType) -> bool:
+    return dtype.is_float() or isinstance(dtype, pl.Decimal)
+
+
+def _value_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A scalar as the text a platform field holds: whole floats without ``.0``, ISO datetimes."""
+    if dtype == pl.String:
+        return value
+    if _is_fractional(dtype):
+        return pl.coalesce(_whole(value, dtype).cast(pl.String), value.cast(pl.String))
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return value.dt.to_string(_ISO_DATETIME)
+    return value.cast(pl.String)
+
+
+def _as_list(value: pl.Expr, dtype: pl.List | pl.Array) -> pl.Expr:
+    return value.cast(pl.List(_inner(dtype))) if isinstance(dtype, pl.Array) else value
+
+
+def _tags(value: pl.Expr, dtype: pl.List | pl.Array) -> pl.Expr:
+    """A list as the documented tag string ``"tag-1, tag-2"``: items trimmed, empty ones dropped."""
+    item = _value_text(pl.element(), _inner(dtype)).str.strip_chars()
+    return _as_list(value, dtype).list.eval(item.filter(item != "")).list.join(TAG_SEPARATOR)
+
+
+def _phones(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``phones`` as a list of strings, each cleaned as the ``phone`` key is; empty items dropped.
+
+    A list or a comma-separated string gives its items; any other value is one phone. A float that
+    is not a whole number is no phone (its ``.`` would be cleaned away into other digits).
+    """
+
+    def phone(item: pl.Expr, item_type: pl.DataType) -> pl.Expr:
+        text = (
+            _whole(item, item_type).cast(pl.String)
+            if _is_fractional(item_type)
+            else _value_text(item, item_type)
+        )
+        return text.str.replace_all(PHONE_NOISE_RE, "")
+
+    if _nested(dtype):
+        return value
+    if isinstance(dtype, pl.List | pl.Array):
+        item = phone(pl.element(), _inner(dtype))
+        return _as_list(value, dtype).list.eval(item.filter(item != ""))
+    if dtype == pl.String:
+        items = value.str.replace_all(PHONE_NOISE_RE, "").str.split(",")
+    else:
+        items = pl.when(value.is_not_null()).then(pl.concat_list(phone(value, dtype)))
+    return items.list.eval(pl.element().filter(pl.element() != ""))
+
+
 def _wire_value(name: str, dtype: pl.DataType) -> pl.Expr:
     """A column in the types the platform takes: ISO dates, lists of strings for ``phones``."""
     col = pl.col(name)
     if name == "phones":
-        if dtype == pl.String:
-            return (
-                col.str.split(",")
-                .list.eval(pl.element().str.strip_chars())
-                .list.eval(pl.element().filter(pl.element() != ""))
-            )
-        if isinstance(dtype, pl.List | pl.Array):
-            return col.cast(pl.List(pl.String))
-        return pl.when(col.is_not_null()).then(pl.concat_list(col.cast(pl.String)))
+        return _phones(col, dtype)
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
-            return col.dt.to_string("%Y-%m-%dT%H:%M:%S%.f")
+            return col.dt.to_string(_ISO_DATETIME)
         return col
     if isinstance(dtype, pl.Time | pl.Duration | pl.Categorical | pl.Enum | pl.Object):
         return col.cast(pl.String)
@@ -103,30 +178,71 @@ def _wire_value(name: str, dtype: pl.DataType) -> pl.Expr:
     return col
 
 
-def _key_text(options: ImportOptions) -> pl.Expr:
-    """The key as the platform will see it: cleaned for phone, trimmed for the rest."""
+def _key_text(options: ImportOptions, dtype: pl.DataType) -> pl.Expr:
+    """The key as the platform will see it: cleaned for phone, trimmed for the rest.
+
+    The results file shows this text, and a custom key that is not an int is sent as it. A list is
+    its tag string; a whole float its int. Only those types pay for more than a cast.
+    """
     key = pl.col(options.key)
+    if _nested(dtype):
+        return _json_value(key)
+    text = _tags(key, dtype) if isinstance(dtype, pl.List | pl.Array) else _value_text(key, dtype)
     if options.matching == "phone":
-        return key.cast(pl.String).str.replace_all(PHONE_NOISE_RE, "")
-    return key.cast(pl.String).str.strip_chars()
+        return text.str.replace_all(PHONE_NOISE_RE, "")
+    return text.str.strip_chars()
 
 
-def _reject_reason(text: pl.Expr, options: ImportOptions) -> pl.Expr:
-    """Why a row cannot be valid (from its key ``text``), or null when it can be sent."""
-    empty = text.is_null() | (text == "")
+def _reject_reason(text: pl.Expr, options: ImportOptions, dtype: pl.DataType) -> pl.Expr:
+    """Why a row cannot be valid (from its key ``text`` and type), or null when it can be sent."""
+    key = pl.col(options.key)
     rule = {
         "email": EMAIL_RE,
         "phone": PHONE_RE,
         "profile_id": PROFILE_ID_RE,
     }.get(options.matching)
-    empty_reason = pl.when(empty).then(pl.lit(f"empty {options.key}"))
-    if rule is None:
-        return empty_reason.otherwise(pl.lit(None, pl.String))
-    return (
-        empty_reason.when(~text.str.contains(rule))
-        .then(pl.lit(f"invalid {options.matching} in {options.key}"))
-        .otherwise(pl.lit(None, pl.String))
-    )
+    invalid: pl.Expr = pl.lit(f"invalid {options.matching} in {options.key}")
+    cases = [(text.is_null() | (text == ""), pl.lit(f"empty {options.key}"))]
+    if _nested(dtype):
+        wants = FIELD_VALUE_TYPES if rule is None else f"{options.matching} is a string"
+        cases.append((pl.lit(True), pl.lit(f"{options.key} is a {_kind(dtype)}: {wants}")))
+    elif _is_fractional(dtype) and options.matching in ("custom", "phone"):
+        if rule is None:
+            number = key.cast(pl.Float64)
+            whole = number.is_finite() & (number == number.floor())
+            too_large, fraction = pl.lit(" is too large for an int"), pl.lit(" is not a whole number")
+            why = pl.when(whole).then(too_large).otherwise(fraction)
+            value = key.cast(pl.String)
+            invalid = pl.concat_str(pl.lit(f"{options.key} "), value, why, pl.lit(f": {FIELD_VALUE_TYPES}"))
+        cases.append((_whole(key, dtype).is_null(), invalid))
+    if rule is not None:
+        cases.append((~text.str.contains(rule), invalid))
+    reason: pl.Expr = pl.lit(None, pl.String)
+    for failed, because in reversed(cases):
+        reason = pl.when(failed).then(because).otherwise(reason)
+    return reason
+
+
+def _sent_key(options: ImportOptions, dtype: pl.DataType) -> pl.Expr | None:
+    """The custom key column as sent, in ``data`` and as ``field_value``, or None when as read.
+
+    Ints and lists go as they are (a list is a JSON array in ``data``); a whole float as its int;
+    anything else as its text, the results file's key, so that the profile holds what matched.
+    """
+    if dtype.is_integer() or isinstance(dtype, pl.List | pl.Array) or _nested(dtype):
+        return None
+    if _is_fractional(dtype):
+        return pl.col(options.key).cast(pl.Int64, strict=False)
+    return pl.col(_KEY)
+
+
+def _key_source(schema: pl.Schema, options: ImportOptions) -> str:
+    """The column whose JSON text is the key's value: the sent key if an int or a string, else its text."""
+    if options.matching == "custom":
+        dtype = schema[options.key]
+        if dtype.is_integer() or dtype == pl.String:
+            return options.key
+    return _KEY
 
 
 def envelope(options: ImportOptions) -> dict[str, object]:
@@ -226,8 +342,8 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
 
     A member never null is laid out flat. One that may be null is a single piece, null with its
     value, so the outer ``concat_str`` drops it whole (``--nulls skip``), or falls back to ``null``
-    (``--nulls keep``). With skip, the members up to the first that is always there are joined
-    with their own separator, so that no stray comma is left.
+    (``--nulls keep``). With skip, the members up to the first that is always there (all of them
+    when none is) are joined with their own separator, so that no stray comma or name is left.
     """
     skip = options.nulls == "skip"
     members: list[tuple[list[Piece], bool]] = []
@@ -242,7 +358,7 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
     if not members:
         return []
     first = next((i for i, (_, optional) in enumerate(members) if not optional), len(members) - 1)
-    if first:
+    if first or members[0][1]:
         lead = [_concat(pieces) for pieces, _ in members[: first + 1]]
         out: list[Piece] = [pl.concat_str(lead, separator=",", ignore_nulls=True)]
     else:
@@ -258,16 +374,15 @@ def body_expr(schema: pl.Schema, options: ImportOptions, cells: Cells) -> pl.Exp
 
     A single ``concat_str`` of literal pieces and each column's JSON text. The envelope is the same
     for every row, so it is one literal. :func:`build_batch` adds the columns it takes besides
-    the file's: the feedback id, and for matching other than custom the key as cleaned text.
+    the file's: the feedback id and the key as cleaned text, and puts a custom key as it is sent
+    (:func:`_sent_key`) in place of the file's column.
     """
-    if options.matching == "custom":
-        key_field, key_value = "field_value", _json_text(options.key, schema[options.key], cells)
-    else:
-        key_field, key_value = options.matching, _json_text(_KEY, pl.String(), cells)
+    key_field = "field_value" if options.matching == "custom" else options.matching
+    source = _key_source(schema, options)
     return _concat(
         [
             f"{envelope_prefix(options)},{orjson.dumps(key_field).decode()}:",
-            *key_value,
+            *_json_text(source, schema[source], cells),
             ',"data":{',
             *_data_pieces(schema, options, cells),
             '},"feedback_id":"',
@@ -280,14 +395,17 @@ def body_expr(schema: pl.Schema, options: ImportOptions, cells: Cells) -> pl.Exp
 
 def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Batch:
     """Bodies for the rows that can be valid, and the reason for each that cannot."""
-    keyed = frame.with_columns(_key_text(options).alias(_KEY))
-    keyed = keyed.with_columns(_reject_reason(pl.col(_KEY), options).alias(_REASON))
+    dtype = frame.schema[options.key]
+    keyed = frame.with_columns(_key_text(options, dtype).alias(_KEY))
+    keyed = keyed.with_columns(_reject_reason(pl.col(_KEY), options, dtype).alias(_REASON))
     keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))
     bad = keys.filter(pl.col("reason").is_not_null())
     good = keyed.drop(_REASON) if bad.is_empty() else keyed.filter(pl.col(_REASON).is_null()).drop(_REASON)
-    key = options.key if options.matching == "custom" else _KEY
-    used = list(dict.fromkeys([key, *data_columns(good.columns, options)]))
-    good = good.with_columns((pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK))
+    added = [(pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK)]
+    if options.matching == "custom" and (sent := _sent_key(options, dtype)) is not None:
+        added.append(sent.alias(options.key))
+    good = good.with_columns(added)
+    used = list(dict.fromkeys([_key_source(good.schema, options), *data_columns(good.columns, options)]))
     bodies = good.select(body_expr(good.schema, options, Cells.of(good, used)))
     return Batch(
         rows=good[ROW].to_list(),

@@ -12,7 +12,9 @@ platform's job server answers (``PROTOCOL.md`` section 1 and 4):
 Emails match case-insensitively against the profile's ``email`` field. Phones match by their digits
 (``+``, spaces, dashes, dots and brackets are ignored) against the ``phones`` list and the
 ``phone`` field. A custom field matches on the text of its value (``123420`` and ``"123420"`` are
-the same key; a list of tags matches ``"tag-1, tag-2"``). The platform does not say which profile
+the same key). A tag field's value is a set of tags: a list, or a string with commas, the documented
+``"tag-1, tag-2"``; ``["tag-2", "tag-1"]``, ``"tag-2,tag-1"`` and ``"tag-1, tag-2, tag-1"`` are the
+same key (items trimmed, order and repeats ignored). The platform does not say which profile
 wins when two share a key (data may set any field, e.g. a phone shared by two contacts): here the
 first profile that had the key keeps it.
 
@@ -116,12 +118,22 @@ def normalize_phone(value: object) -> str | None:
 
 
 def custom_key(value: object) -> str | None:
-    """The text a custom field matches on: ``str`` of a scalar, a tag list joined by ``", "``."""
+    """The text a custom field matches on: ``str`` of a scalar, or a set of tags in one spelling.
+
+    A list or a string with a comma is a set of tags: its items trimmed, empty ones and repeats
+    dropped, sorted and joined by ``", "``. Any other string is its own key, as it is.
+    """
     if value is None or isinstance(value, dict):
         return None
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+    if isinstance(value, str):
+        if "," not in value:
+            return value
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        return str(value)
+    return ", ".join(sorted({tag for item in items if (tag := str(item).strip())}))
 
 
 def _phone_keys(profile: Mapping[str, Any]) -> list[str]:
@@ -346,7 +358,7 @@ class ProfileStore:
             value = get("field_value")
             if type(value) is not str and type(value) is not int:
                 return error_reply(BAD_FIELD_VALUE, fid, matching)
-            key, index, custom = str(value), db.custom_index(name), (name, value)
+            key, index, custom = custom_key(value) or "", db.custom_index(name), (name, value)
         else:
             return error_reply(UNKNOWN_MATCHING, fid, field_text)
 

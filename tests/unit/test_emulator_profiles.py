@@ -30,6 +30,7 @@ from bulk_import.emulator.profiles import (
     UNKNOWN_MATCHING,
     UNKNOWN_PROFILE_ID,
     ProfileStore,
+    custom_key,
     normalize_phone,
 )
 
@@ -134,6 +135,67 @@ def test_custom_field_finds_profiles_created_by_other_matchings(store: ProfileSt
     later = ok(store.apply(req(email="x@y.z", data={"CRM_ID": 8})))
     assert ok(store.apply(req("custom", field_name="CRM_ID", field_value="8"))) == later
     assert len(store) == 2
+
+
+def test_tag_field_matches_a_set_of_tags(store: ProfileStore) -> None:
+    """A tag key is a set: order, repeats, spaces around items and empty items do not matter."""
+    created = ok(store.apply(req("custom", field_name="TAGS", field_value="tag-1, tag-2")))
+    for spelling in ("tag-2,tag-1", " tag-1 ,tag-2, tag-1", "tag-1, tag-2,", "tag-2, ,tag-1"):
+        assert ok(store.apply(req("custom", field_name="TAGS", field_value=spelling))) == created
+    assert ok(store.apply(req("custom", field_name="TAGS", field_value="tag-1, tag-3"))) != created
+    assert ok(store.apply(req("custom", field_name="TAGS", field_value="tag-1"))) != created
+    assert len(store) == 3
+
+
+def test_tag_list_in_data_is_found_by_its_tag_string(store: ProfileStore) -> None:
+    """A profile whose field holds a list of tags is found by those tags in any order, and keeps them."""
+    pid = ok(store.apply(req(email="a@b.c", data={"TAGS": ["vip", "b2b", "vip"]})))
+    assert ok(store.apply(req("custom", field_name="TAGS", field_value="b2b, vip"))) == pid
+    reply = store.apply(
+        req("custom", field_name="TAGS", field_value="vip,b2b", data={"TAGS": [" b2b", "vip "]})
+    )
+    assert ok(reply) == pid
+    assert ok(store.apply(req("custom", field_name="TAGS", field_value="vip, b2b", update_only=True))) == pid
+    assert len(store) == 1
+
+
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.text(st.characters(exclude_categories=("Z", "C"), exclude_characters=","), min_size=1), min_size=1
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_any_spelling_of_a_tag_set_is_one_key(tags: list[str], rnd: Any) -> None:
+    """Shuffled, repeated, padded, with an empty item, or a list: a set of tags is one key."""
+    store = ProfileStore(seed=0)
+    created = ok(store.apply(req("custom", field_name="T", field_value=", ".join(tags))))
+    shuffled = [*tags, *rnd.sample(tags, k=len(tags) // 2)]
+    rnd.shuffle(shuffled)
+    items = [f"{' ' * rnd.randint(0, 2)}{t}{' ' * rnd.randint(0, 2)}" for t in shuffled]
+    items.insert(rnd.randint(0, len(items)), " ")  # an empty item: a comma even with one tag
+    padded = ",".join(items)
+    assert ok(store.apply(req("custom", field_name="T", field_value=padded))) == created
+    assert custom_key(shuffled) == custom_key(padded) == custom_key(", ".join(sorted(set(tags))))
+    assert len(store) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        (123420, "123420"),
+        ("123420", "123420"),
+        (" abc", " abc"),
+        ("b, a", "a, b"),
+        (["b", "a", "b"], "a, b"),
+        ([], ""),
+        (None, None),
+        ({"a": 1}, None),
+    ],
+)
+def test_custom_key(value: object, key: str | None) -> None:
+    """Scalars match on their text as it is; lists and strings with commas on their set of tags."""
+    assert custom_key(value) == key
 
 
 def test_profile_id_matching_updates(store: ProfileStore) -> None:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulk_import.config import ImportOptions
 from bulk_import.errors import InputError
 from bulk_import.messages import (
+    FIELD_VALUE_TYPES,
+    PHONE_NOISE_RE,
     ROW,
+    Batch,
     MalformedReply,
     build_batch,
     feedback_id,
@@ -30,6 +36,17 @@ def frame(**columns: list[Any]) -> pl.DataFrame:
 def bodies(df: pl.DataFrame, **options: Any) -> list[dict[str, Any]]:
     batch = build_batch(df, ImportOptions(db_id=23, **options), "r1")
     return [orjson.loads(b) for b in batch.bodies]
+
+
+def custom(df: pl.DataFrame, field: str = "CRM_ID") -> Batch:
+    """The batch of ``df`` matched on the custom field ``field``."""
+    return build_batch(df, ImportOptions(db_id=1, matching="custom", field_name=field), "r1")
+
+
+def sent_with_keys(batch: Batch) -> list[tuple[dict[str, Any], str]]:
+    """Each sent body with the results file's key of its row."""
+    keys = dict(zip(batch.keys["row"].to_list(), batch.keys["key"].to_list(), strict=True))
+    return [(orjson.loads(b), keys[row]) for row, b in zip(batch.rows, batch.bodies, strict=True)]
 
 
 class TestEnvelope:
@@ -248,6 +265,266 @@ class TestTypes:
             expected |= {"data": data, "feedback_id": f"r9-{i}"}
             assert body == orjson.dumps(expected)
         assert batch.ids == [f"r9-{i}".encode() for i in range(len(rows))]
+
+
+INT64 = 2**63
+
+
+def whole_int(x: float) -> int | None:
+    """The int a float key is sent as, or None when it cannot be one."""
+    if math.isfinite(x) and x.is_integer() and -INT64 <= x < INT64:
+        return int(x)
+    return None
+
+
+class TestCustomKeys:
+    """field_value is an int or a string (PROTOCOL.md §1), and it is the results file's key."""
+
+    def test_whole_float_goes_as_an_int(self) -> None:
+        """42.0 is sent as 42, in field_value and in data, and the results key is "42"."""
+        batch = custom(frame(CRM_ID=[42.0, -0.0]))
+        [(first, key), (second, _)] = sent_with_keys(batch)
+        assert first["field_value"] == 42 and type(first["field_value"]) is int
+        assert first["data"] == {"CRM_ID": 42}
+        assert key == "42"
+        assert second["field_value"] == 0
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            (42.5, "CRM_ID 42.5 is not a whole number: field_value is an int or a string"),
+            (math.nan, "CRM_ID NaN is not a whole number: field_value is an int or a string"),
+            (math.inf, "CRM_ID inf is not a whole number: field_value is an int or a string"),
+            (-math.inf, "CRM_ID -inf is not a whole number: field_value is an int or a string"),
+            (1e20, "CRM_ID 1e+20 is too large for an int: field_value is an int or a string"),
+        ],
+    )
+    def test_other_floats_are_rejected_saying_why(self, value: float, reason: str) -> None:
+        """A float that is no int is not sent: the row is rejected, its value in the reason."""
+        batch = custom(frame(CRM_ID=[value, 7.0]))
+        assert batch.rejected_rows == [0]
+        assert batch.rejected_reasons == [reason]
+        assert batch.rows == [1]
+
+    @settings(deadline=None)
+    @given(st.lists(st.one_of(st.none(), st.floats(), st.integers(-(2**70), 2**70).map(float)), max_size=30))
+    def test_any_float_is_an_int_or_rejected(self, values: list[float | None]) -> None:
+        """A whole float in the int64 range goes as that int, its text str(int(x)); any other is rejected."""
+        batch = custom(frame(CRM_ID=pl.Series(values, dtype=pl.Float64)))
+        sent = dict(zip(batch.rows, sent_with_keys(batch), strict=True))
+        rejected = dict(zip(batch.rejected_rows, batch.rejected_reasons, strict=True))
+        for row, x in enumerate(values):
+            expected = None if x is None else whole_int(x)
+            if expected is None:
+                assert row in rejected
+                assert (
+                    rejected[row] == "empty CRM_ID"
+                    if x is None
+                    else rejected[row].endswith(FIELD_VALUE_TYPES)
+                )
+                continue
+            body, key = sent[row]
+            assert body["field_value"] == expected and type(body["field_value"]) is int
+            assert body["data"]["CRM_ID"] == expected
+            assert key == str(expected)
+
+    def test_float32_and_decimal_keys(self) -> None:
+        """Float32 and decimal columns follow the same rule: a whole value is an int, else rejected."""
+        f32 = custom(frame(CRM_ID=pl.Series([42.0, 1.5], dtype=pl.Float32)))
+        assert [b["field_value"] for b, _ in sent_with_keys(f32)] == [42]
+        assert f32.rejected_reasons == [f"CRM_ID 1.5 is not a whole number: {FIELD_VALUE_TYPES}"]
+        decimals = [Decimal("42.00"), Decimal("42.50"), Decimal("12345678901234567890")]
+        dec = custom(frame(CRM_ID=pl.Series(decimals, dtype=pl.Decimal(22, 2))))
+        assert [(b["field_value"], k) for b, k in sent_with_keys(dec)] == [(42, "42")]
+        assert dec.rejected_reasons == [
+            f"CRM_ID 42.50 is not a whole number: {FIELD_VALUE_TYPES}",
+            f"CRM_ID 12345678901234567890.00 is too large for an int: {FIELD_VALUE_TYPES}",
+        ]
+
+    def test_string_key_is_sent_trimmed_as_in_the_results(self) -> None:
+        """A string key is trimmed once: the message (field_value and data) and the results agree."""
+        batch = custom(frame(CRM_ID=["  abc ", '\tq"u\\ote\n'], email=["a@b.c", "d@e.f"]))
+        assert [(b["field_value"], b["data"]["CRM_ID"], k) for b, k in sent_with_keys(batch)] == [
+            ("abc", "abc", "abc"),
+            ('q"u\\ote', 'q"u\\ote', 'q"u\\ote'),
+        ]
+
+    @settings(deadline=None)
+    @given(st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=1, max_size=30))
+    def test_any_string_key_is_its_results_key(self, values: list[str | None]) -> None:
+        """Whatever the text, a sent row's field_value equals its results key, and data holds it too."""
+        batch = custom(frame(CRM_ID=pl.Series(values, dtype=pl.String)))
+        for body, key in sent_with_keys(batch):
+            assert body["field_value"] == key == body["data"]["CRM_ID"]
+            assert key and key == key.strip(" \t\n\r")
+        assert sorted(batch.rows + batch.rejected_rows) == list(range(len(values)))
+
+    def test_list_key_is_the_tag_string(self) -> None:
+        """A list key goes as "tag-1, tag-2" (items trimmed, empty ones dropped); data keeps the array."""
+        df = frame(CRM_ID=[[" tag-1", "tag-2 ", "", None], ["x"], [], None], email=["a@b.c"] * 4)
+        batch = custom(df)
+        assert [(b["field_value"], b["data"]["CRM_ID"], k) for b, k in sent_with_keys(batch)] == [
+            ("tag-1, tag-2", [" tag-1", "tag-2 ", "", None], "tag-1, tag-2"),
+            ("x", ["x"], "x"),
+        ]
+        assert batch.rejected_reasons == ["empty CRM_ID", "empty CRM_ID"]
+
+    @pytest.mark.parametrize(
+        ("series", "text"),
+        [
+            (pl.Series([[1, 2]]), "1, 2"),
+            (pl.Series([[1.0, 2.5]]), "1, 2.5"),
+            (pl.Series([["a", "b"]], dtype=pl.Array(pl.String, 2)), "a, b"),
+            (pl.Series([[dt.date(2001, 12, 31)]]), "2001-12-31"),
+        ],
+    )
+    def test_lists_of_any_scalar_are_tag_strings(self, series: pl.Series, text: str) -> None:
+        """Lists of numbers, fixed-size arrays and lists of dates join their items' text."""
+        [(body, key)] = sent_with_keys(custom(frame(CRM_ID=series)))
+        assert body["field_value"] == key == text
+
+    @settings(deadline=None)
+    @given(
+        st.lists(
+            st.lists(
+                st.tuples(
+                    st.text(st.characters(exclude_categories=("Z", "C"), exclude_characters=","), min_size=1),
+                    st.sampled_from(["", " ", "  "]),
+                    st.sampled_from(["", " ", "\t"]),
+                )
+                | st.sampled_from([("", "", ""), ("", " ", "")]),
+                max_size=5,
+            ),
+            min_size=1,
+            max_size=20,
+        )
+    )
+    def test_list_keys_round_trip(self, cells: list[list[tuple[str, str, str]]]) -> None:
+        """The tag string splits on ", " into the list's tags; padding and empty items are gone."""
+        lists = [[f"{before}{tag}{after}" for tag, before, after in cell] for cell in cells]
+        batch = custom(frame(CRM_ID=pl.Series(lists, dtype=pl.List(pl.String))))
+        sent = dict(zip(batch.rows, sent_with_keys(batch), strict=True))
+        for row, cell in enumerate(cells):
+            tags = [tag for tag, _, _ in cell if tag]
+            if not tags:
+                assert batch.keys.row(row, named=True)["reason"] == "empty CRM_ID"
+                continue
+            body, key = sent[row]
+            assert body["field_value"] == key == ", ".join(tags)
+            assert key.split(", ") == tags
+            assert body["data"]["CRM_ID"] == lists[row]
+
+    @pytest.mark.parametrize(
+        ("matching", "column", "reason"),
+        [
+            ("custom", pl.Series([{"a": 1}]), f"CRM_ID is a struct: {FIELD_VALUE_TYPES}"),
+            ("custom", pl.Series([[["a"]]]), f"CRM_ID is a list of lists: {FIELD_VALUE_TYPES}"),
+            ("custom", pl.Series([[{"a": 1}]]), f"CRM_ID is a list of structs: {FIELD_VALUE_TYPES}"),
+            ("email", pl.Series([{"a": "x@y.z"}]), "email is a struct: email is a string"),
+        ],
+    )
+    def test_nested_keys_are_rejected_not_a_crash(
+        self, matching: str, column: pl.Series, reason: str
+    ) -> None:
+        """A struct or a list of lists cannot be a key: the row is rejected, the file goes on."""
+        key = "CRM_ID" if matching == "custom" else matching
+        field = {"field_name": key} if matching == "custom" else {}
+        options = ImportOptions(db_id=1, matching=matching, **field)  # type: ignore[arg-type]
+        batch = build_batch(
+            frame(**{key: column.append(pl.Series([None], dtype=column.dtype))}), options, "r"
+        )
+        assert batch.bodies == []
+        assert batch.rejected_reasons == [reason, f"empty {key}"]
+
+    @pytest.mark.parametrize(
+        ("value", "text"),
+        [
+            (True, "true"),
+            (dt.date(2001, 12, 31), "2001-12-31"),
+            (dt.datetime(2001, 12, 31, 10, 30, 0, 250000), "2001-12-31T10:30:00.250"),
+        ],
+    )
+    def test_other_scalars_go_as_their_text(self, value: object, text: str) -> None:
+        """Neither int nor string: the key is sent as its text, the results key."""
+        [(body, key)] = sent_with_keys(custom(frame(CRM_ID=[value])))
+        assert body["field_value"] == body["data"]["CRM_ID"] == key == text
+
+    def test_float_phone_key_loses_no_digit(self) -> None:
+        """A phone read as a float is its digits (no ".0" cleaned into a 0); a fraction is invalid."""
+        batch = build_batch(
+            frame(phone=[79001234567.0, 7900123456.5]), ImportOptions(db_id=1, matching="phone"), "r"
+        )
+        assert [orjson.loads(b)["phone"] for b in batch.bodies] == ["79001234567"]
+        assert batch.rejected_reasons == ["invalid phone in phone"]
+
+    def test_list_email_key(self) -> None:
+        """A list in an email column is its items' text: one address is sent, two are invalid."""
+        batch = build_batch(frame(email=[["a@b.c"], ["a@b.c", "d@e.f"]]), ImportOptions(db_id=1), "r")
+        assert [orjson.loads(b)["email"] for b in batch.bodies] == ["a@b.c"]
+        assert batch.rejected_reasons == ["invalid email in email"]
+
+
+class TestLists:
+    def test_lists_in_data_are_json_arrays(self) -> None:
+        """List and array columns in data are sent as JSON arrays of their items."""
+        df = frame(
+            email=["a@b.c"],
+            tags=[["tag-1", "tag-2"]],
+            n=[[1, 2]],
+            fixed=pl.Series([["x", "y"]], dtype=pl.Array(pl.String, 2)),
+            empty=pl.Series([[]], dtype=pl.List(pl.String)),
+        )
+        assert bodies(df)[0]["data"] == {
+            "tags": ["tag-1", "tag-2"],
+            "n": [1, 2],
+            "fixed": ["x", "y"],
+            "empty": [],
+        }
+
+    @pytest.mark.parametrize(
+        ("cell", "phones"),
+        [
+            (["+7 (900) 123-45-67", "", None, " 8.900.1 "], ["+79001234567", "89001"]),
+            ("+7 (900) 123-45-67, , 8(900)1", ["+79001234567", "89001"]),
+            (" - ", []),
+        ],
+    )
+    def test_phones_items_are_cleaned_like_the_phone_key(self, cell: object, phones: list[str]) -> None:
+        """phones items lose spaces, dashes, dots and brackets, whether a list or a string; empty ones go."""
+        assert bodies(frame(email=["a@b.c"], phones=[cell]))[0]["data"]["phones"] == phones
+
+    def test_numeric_phones(self) -> None:
+        """A whole float phone is its digits; a fractional one is no phone."""
+        df = frame(email=["a@b.c", "d@e.f"], phones=[79001234567.0, 1.5])
+        assert [b["data"]["phones"] for b in bodies(df)] == [["79001234567"], []]
+        array = pl.Series([["+7 900", "1-2"]], dtype=pl.Array(pl.String, 2))
+        assert bodies(frame(email=["a@b.c"], phones=array))[0]["data"]["phones"] == ["+7900", "12"]
+
+    @settings(deadline=None)
+    @given(
+        st.lists(
+            st.lists(st.one_of(st.none(), st.text("0123456789+ -().\t", max_size=14)), max_size=4),
+            min_size=1,
+            max_size=10,
+        )
+    )
+    def test_any_phones_list_or_string(self, cells: list[list[str | None]]) -> None:
+        """Items lose PHONE_NOISE_RE's characters, empty and null ones go; a list and its string agree."""
+        emails = [f"u{i}@x.y" for i in range(len(cells))]
+        lists = frame(email=emails, phones=pl.Series(cells, dtype=pl.List(pl.String)))
+        texts = frame(email=emails, phones=[",".join(i for i in items if i is not None) for items in cells])
+        for as_list, as_text, items in zip(bodies(lists), bodies(texts), cells, strict=True):
+            cleaned = [re.sub(PHONE_NOISE_RE, "", i) for i in items if i is not None]
+            assert as_list["data"]["phones"] == as_text["data"]["phones"] == [c for c in cleaned if c]
+
+    @pytest.mark.parametrize("nulls", ["skip", "keep"])
+    @pytest.mark.parametrize("column", [["x", None], [["1234567"], None], ["1234567", None]])
+    def test_a_single_nullable_data_column(self, column: list[Any], nulls: str) -> None:
+        """With one data column, a null cell is left out (or null with keep): never a blank or bad JSON."""
+        for name in ("city", "phones"):
+            df = frame(email=["a@b.c", "d@e.f"], **{name: column})
+            second = bodies(df, nulls=nulls)[1]["data"]
+            assert second == ({} if nulls == "skip" else {name: None})
 
 
 class TestOptions:
