@@ -73,12 +73,12 @@ async def consume(args: argparse.Namespace) -> dict[str, Any]:
     session = Session(BrokerSettings(url=args.url, queue=args.queue, result_queue=args.queue))
     await session.open()
     try:
-        assert session.consume is not None and session.republish is not None
+        assert session.consume is not None
         consumer = ReplyConsumer(
             args.run_id, args.queue, on_reply=on_reply, before_ack=lambda: None, prefetch=args.prefetch
         )
         t0 = time.monotonic()
-        await consumer.attach(session.tap, session.consume, session.republish)
+        await consumer.attach(session.tap, session.consume)
         task = asyncio.create_task(consumer.run())
         try:
             await asyncio.wait_for(done.wait(), args.timeout)

@@ -21,15 +21,20 @@ from .config import (
     DEFAULT_AMQP_URL,
     DEFAULT_QUEUE,
     DEFAULT_RESULT_QUEUE,
+    DEFAULT_RESULT_TTL_S,
     MATCHINGS,
+    PASSWORD_FILE_ENV,
     BrokerSettings,
     ImportOptions,
+    read_password,
+    with_password,
 )
 from .dry_run import dry_run as dry_run_file
 from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
 from .errors import BulkImportError
 from .pipeline import ImportSummary, run_import, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
+from .replies import list_replies
 from .results import report_results, write_failed
 from .sample import write_sample
 from .workers import serve_worker
@@ -99,27 +104,59 @@ def _run_async(
         return runner.run(make(stop))
 
 
-def amqp_options(func: F) -> F:
-    """Broker options shared by ``run`` and ``emulate``."""
+def connection_options(func: F) -> F:
+    """Where the broker is and who logs in: every command that connects."""
     decorators = [
         click.option(
             "--amqp-url",
             envvar=AMQP_URL_ENV,
             default=DEFAULT_AMQP_URL,
             show_default=True,
-            help=f"Broker URL with the platform's vhost, e.g. amqp://user:pass@host:5672/altcraft [env {AMQP_URL_ENV}].",
+            help=f"Broker URL with the platform's vhost, e.g. amqp://user@host:5672/altcraft [env {AMQP_URL_ENV}: keeps the password out of `ps`].",
         ),
-        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Request queue."),
+        click.option(
+            "--password-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            envvar=PASSWORD_FILE_ENV,
+            help=f"Read the broker password from this file (its first line), in place of the URL's [env {PASSWORD_FILE_ENV}].",
+        ),
         click.option("--result-queue", default=DEFAULT_RESULT_QUEUE, show_default=True, help="Reply queue."),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+def amqp_options(func: F) -> F:
+    """Broker options shared by ``run`` and ``emulate``."""
+    decorators = [
+        connection_options,
+        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Request queue."),
         click.option(
             "--declare",
             is_flag=True,
-            help="Create the queues (durable) if missing, instead of only checking them.",
+            help="Create the queues that are missing (durable; the reply queue with --result-ttl); leave existing ones as they are.",
+        ),
+        click.option(
+            "--result-ttl",
+            type=float,
+            default=DEFAULT_RESULT_TTL_S,
+            show_default=True,
+            help="Seconds the reply queue keeps a reply (the platform's RABBITMQ_X_MESSAGE_TTL): given to a queue --declare creates, and what --resume expects.",
         ),
     ]
     for decorate in reversed(decorators):
         func = decorate(func)
     return func
+
+
+def broker_settings(
+    amqp_url: str, password_file: Path | None, result_queue: str, **more: Any
+) -> BrokerSettings:
+    """The settings from the command line, with the password read from its file if one is given."""
+    if password_file is not None:
+        amqp_url = with_password(amqp_url, read_password(password_file))
+    return BrokerSettings(url=amqp_url, result_queue=result_queue, **more)
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -143,8 +180,22 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--db", "db_id", type=int, required=True, help="Profile database ID (db_id).")
-@click.option("--account", "account_id", type=int, default=1, envvar="BULK_IMPORT_ACCOUNT", show_default=True)
-@click.option("--matching", type=click.Choice(MATCHINGS), default="email", show_default=True)
+@click.option(
+    "--account",
+    "account_id",
+    type=int,
+    default=1,
+    envvar="BULK_IMPORT_ACCOUNT",
+    show_default=True,
+    help="Account ID (account_id) [env BULK_IMPORT_ACCOUNT].",
+)
+@click.option(
+    "--matching",
+    type=click.Choice(MATCHINGS),
+    default="email",
+    show_default=True,
+    help="How the platform finds the profile: by email, phone, profile_id or a custom field.",
+)
 @click.option(
     "--field", "field_name", help="Custom field to match on (--matching custom): column and field_name."
 )
@@ -233,9 +284,11 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 def run(
     file: Path,
     amqp_url: str,
+    password_file: Path | None,
     queue: str,
     result_queue: str,
     declare: bool,
+    result_ttl: float,
     types: tuple[str, ...],
     rename: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -253,7 +306,9 @@ def run(
     """
     _setup_logging(verbose, quiet)
     try:
-        settings = BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare)
+        settings = broker_settings(
+            amqp_url, password_file, result_queue, queue=queue, declare=declare, result_ttl=result_ttl
+        )
         opts = ImportOptions(
             types=_pairs(types, "--type"),
             rename=_pairs(rename, "--rename"),
@@ -324,6 +379,14 @@ def _report(summary: ImportSummary, summary_path: Path | None) -> None:
         err=True,
     )
     click.echo(f"results: {summary.results}", err=True)
+    if summary.foreign_replies:
+        owners = ", ".join(f"{owner} {n}" for owner, n in list(summary.foreign_owners.items())[:10])
+        more = f" and {len(summary.foreign_owners) - 10} more" if len(summary.foreign_owners) > 10 else ""
+        click.echo(
+            f"foreign replies: {summary.foreign_replies} of other runs seen in the result queue and left "
+            f"there for their owners (by run id: {owners}{more}); `bulk-import replies` lists them",
+            err=True,
+        )
     if summary.journal:
         click.echo(f"unfinished: run again with --resume to finish (journal {summary.journal})", err=True)
     if summary_path:
@@ -394,12 +457,14 @@ def sample(rows: int, path: Path, seed: int) -> None:
 @click.option("--malformed", type=float, default=0.0, help="Share of replies sent malformed.")
 @click.option("--exit-after", type=int, help="Exit abruptly (code 75) after receiving this many requests.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@click.option("-v", "--verbose", count=True)
+@click.option("-v", "--verbose", count=True, help="More log lines.")
 def emulate(
     amqp_url: str,
+    password_file: Path | None,
     queue: str,
     result_queue: str,
     declare: bool,
+    result_ttl: float,
     store: Path | None,
     prefetch: int,
     seed: int,
@@ -420,7 +485,9 @@ def emulate(
     _setup_logging(verbose, quiet)
     try:
         settings = EmulatorSettings(
-            broker=BrokerSettings(url=amqp_url, queue=queue, result_queue=result_queue, declare=declare),
+            broker=broker_settings(
+                amqp_url, password_file, result_queue, queue=queue, declare=declare, result_ttl=result_ttl
+            ),
             store_path=store,
             prefetch=prefetch,
             seed=seed,
@@ -439,6 +506,38 @@ def emulate(
     except BulkImportError as exc:
         _fail(exc)
     click.echo(" ".join(f"{k}={v}" for k, v in asdict(counts).items()), err=True)
+
+
+@cli.command("replies", epilog=EXIT_CODES_HELP)
+@connection_options
+@click.option(
+    "--remove", "remove", metavar="RUN_ID", help="Delete the replies of this run id, and only those."
+)
+@click.option(
+    "--idle", type=float, default=1.0, show_default=True, help="Seconds of quiet that end the reading."
+)
+def replies(
+    amqp_url: str, password_file: Path | None, result_queue: str, remove: str | None, idle: float
+) -> None:
+    """List what waits in the shared reply queue, by run id, and leave it there.
+
+    Every reply goes back to the queue as it was (same message, same expiry); with --remove, the
+    replies of that run id are deleted instead: an abandoned run's, say, once nobody will read them.
+    """
+    _setup_logging(0, True)
+    try:
+        settings = broker_settings(amqp_url, password_file, result_queue)
+        listing = _run_async(lambda stop: list_replies(settings, remove=remove, idle_s=idle))
+    except BulkImportError as exc:
+        _fail(exc)
+    click.echo(f"{listing.queue}: {listing.ready} replies ready, {listing.seen} read and put back")
+    if listing.owners:
+        click.echo(f"  {'run id':<20}{'replies':>10}  oldest (UTC)")
+    for owner in listing.owners:
+        when = owner.oldest.strftime("%Y-%m-%d %H:%M:%S") if owner.oldest else "-"
+        click.echo(f"  {owner.run_id:<20}{owner.count:>10}  {when}")
+    if remove is not None:
+        click.echo(f"removed {listing.removed} replies of run {remove}")
 
 
 def main() -> None:

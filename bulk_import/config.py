@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import InputError
 
@@ -17,23 +16,59 @@ FileFormat = Literal["csv", "parquet"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP_URL_ENV = "BULK_IMPORT_AMQP_URL"
+PASSWORD_FILE_ENV = "BULK_IMPORT_AMQP_PASSWORD_FILE"
 DEFAULT_QUEUE = "database_import"
 DEFAULT_RESULT_QUEUE = "database_import_result"
+#: The platform's default ``RABBITMQ_X_MESSAGE_TTL``: a reply nobody reads is gone after a day.
+DEFAULT_RESULT_TTL_S = 86_400
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
 BATCH_ROWS = 32_768
 
 
+def _split_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(scheme://, user:password, host...)`` cut at the last ``@``, however the password is written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return None
+    return scheme + sep, userinfo, host
+
+
 def censor_url(url: str) -> str:
-    """The URL with its password replaced, for anything a user or a log may see."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:******@", url)
-    if parts.password is None:
+    """The URL with its password replaced, for anything a user or a log may see.
+
+    The userinfo is taken up to the last ``@``, so a password holding ``/``, ``?``, ``#`` or ``@``
+    that was not percent-encoded is hidden whole too.
+    """
+    split = _split_userinfo(url)
+    if split is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:******@{netloc}"))
+    head, userinfo, host = split
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}{user}:******@{host}" if colon else url
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in it, percent-encoded, in place of any the URL had."""
+    split = _split_userinfo(url)
+    if split is None:
+        head, _, rest = url.partition("://")
+        return url if not rest else f"{head}://guest:{quote(password, safe='')}@{rest}"
+    head, userinfo, host = split
+    return f"{head}{userinfo.partition(':')[0]}:{quote(password, safe='')}@{host}"
+
+
+def read_password(path: Path) -> str:
+    """The first line of a password file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the password file {path}: {exc}") from None
+    if not lines or not lines[0]:
+        raise InputError(f"the password file {path} is empty")
+    return lines[0]
 
 
 @dataclass(frozen=True)
@@ -48,6 +83,9 @@ class BrokerSettings:
     #: Reconnect attempts after a lost connection before the run gives up (exit 4).
     reconnect_attempts: int = 8
     connect_timeout: float = 10.0
+    #: Seconds the result queue keeps a reply (its ``x-message-ttl``): what ``declare`` gives it,
+    #: and how old an unfinished run can be before ``--resume`` finds its replies gone.
+    result_ttl: float = DEFAULT_RESULT_TTL_S
 
     def __post_init__(self) -> None:
         validate_amqp_url(self.url)
@@ -57,13 +95,21 @@ class BrokerSettings:
         return censor_url(self.url)
 
 
+_ENCODE_HINT = (
+    "a password holding / ? # @ or % must be percent-encoded (/ as %2F, ? as %3F, # as %23, @ as %40), "
+    f"or kept in a file given with --password-file [env {PASSWORD_FILE_ENV}]"
+)
+
+
 def validate_amqp_url(url: str) -> None:
     """Refuse a URL aiormq would misread, with a message that never shows the password."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InputError(f"the AMQP URL {censor_url(url)!r} does not parse: {exc}") from None
+    except ValueError:
+        raise InputError(f"the AMQP URL {censor_url(url)!r} does not parse: {_ENCODE_HINT}") from None
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        raise InputError(f"the AMQP URL {censor_url(url)!r} has an @ after the host: {_ENCODE_HINT}")
     if parts.scheme not in ("amqp", "amqps"):
         raise InputError(f"the AMQP URL {censor_url(url)!r} must start with amqp:// or amqps://")
     if not parts.hostname:

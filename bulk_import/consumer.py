@@ -1,12 +1,14 @@
-"""Read ``database_import_result`` while publishing, and hand this run's replies to the pipeline.
+"""Read the shared result queue while publishing: this run's replies are recorded, the rest go back.
 
-Deliveries arrive a socket read at a time through the connection's :class:`~.delivery.Tap`; this
-run's replies are recorded at once (journal first, ack after). The result queue is shared by every
-importer on the platform, so a reply that is not this run's is published again to the queue's tail
-for its owner and only then acked: never dropped, and never requeued at the head, where it would
-come straight back. Replies that keep coming round (nobody else is consuming) are passed on at a
-bounded rate, so the loop costs no CPU. Acks use ``multiple`` only up to the last tag below which
-everything is settled, so a reply still being passed on is never acked by accident.
+Deliveries arrive a socket read at a time through the connection's :class:`~.delivery.Tap`. A
+reply whose ``feedback_id`` carries this run's id is recorded at once (journal first, ack after).
+
+Every importer on the platform reads ``database_import_result``, and the broker hands any delivery
+to any consumer. A delivery this run cannot prove is its own is never acked: it goes back with
+``basic.nack(requeue)``, so the queue keeps the very message (body, properties, ``message_id``) and
+its expiry. The broker puts a returned message near the head and offers it again at once, so how
+soon it goes back depends on whether its owner looks alive (:class:`Strangers`); the consumer has
+no prefetch limit, so the ones held back never stop this run's own replies from arriving.
 """
 
 from __future__ import annotations
@@ -15,35 +17,98 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiormq
+import orjson
 
-from .delivery import Acks, Delivery, Tap, untapped
+from .delivery import Delivery, Settlements, Tap, untapped
 from .messages import MalformedReply, Reply, parse_feedback_id, parse_reply
 
 log = logging.getLogger(__name__)
 
 ACK_EVERY = 2000
 ACK_INTERVAL_S = 0.05
-#: Replies settled behind a foreign one that are acked one by one rather than wait.
-LOOSE_ACKS = 256
-#: Foreign replies passed back per second once they start coming round again.
-BOUNCE_RATE = 200.0
-BOUNCED_HEADER = "x-bulk-import-passed-on"
+#: A foreign run counts as alive while replies of it arrive for the first time this often.
+ALIVE_S = 2.0
+#: How long a foreign reply that came back is held before it goes back again: its run is alive,
+#: or not (abandoned, or no run of ours: a few deliveries a minute).
+HOLD_ALIVE_S = 1.0
+HOLD_IDLE_S = 20.0
+#: This run's replies left unacked behind held foreign ones before those go back early: bounds
+#: what the broker keeps unacked for us (and what a crash has it deliver again).
+WAITING_LIMIT = 65_536
+#: Distinct foreign replies remembered for the summary; past that they are counted as deliveries.
+DISTINCT_LIMIT = 200_000
+#: The owner named for replies with no feedback id an importer could have made.
+UNATTRIBUTED = "(no run id)"
+
+
+def reply_owner(body: bytes) -> tuple[str | None, int | None]:
+    """``(run id, row)`` named by a reply's ``feedback_id``, as far as it can be read."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    parsed = parse_feedback_id(doc.get("feedback_id"))
+    return (None, None) if parsed is None else parsed
 
 
 @dataclass
 class ConsumerCounts:
     replies: int = 0
+    #: Distinct foreign replies seen (deliveries past :data:`DISTINCT_LIMIT`).
     foreign: int = 0
+    #: This run's replies whose body is not the documented reply (acked, the row left unanswered).
     malformed: int = 0
 
 
+class Strangers:
+    """Replies that are not this run's: how long each is held before it goes back, and whose.
+
+    A reply delivered for the first time goes back at once: its owner is likely consuming, and
+    the broker offers it to the next consumer. One that comes back while its run's replies still
+    arrive fresh is held a moment; one whose run sends nothing new is held :data:`HOLD_IDLE_S`.
+    """
+
+    def __init__(self) -> None:
+        self._fresh: dict[str | None, float] = {}
+        self._seen: set[int] = set()
+        self.owners: Counter[str] = Counter()
+        self.count = 0
+        self.deliveries = 0
+
+    def hold_for(self, owner: str | None, redelivered: bool, now: float) -> float:
+        """Seconds to hold a delivery of ``owner``'s before giving it back (0: at once)."""
+        if not redelivered:
+            self._fresh[owner] = now
+            return 0.0
+        if now - self._fresh.get(owner, -ALIVE_S) < ALIVE_S:
+            return HOLD_ALIVE_S
+        return HOLD_IDLE_S
+
+    def note(self, owner: str | None, body: bytes) -> None:
+        """Count a foreign reply once, however often it comes round (and each delivery of it)."""
+        self.deliveries += 1
+        key = hash(body)
+        if key in self._seen:
+            return
+        if len(self._seen) < DISTINCT_LIMIT:
+            self._seen.add(key)
+        self.count += 1
+        self.owners[owner or UNATTRIBUTED] += 1
+
+
 class ReplyConsumer:
-    """Consumes replies; ``on_reply(row, reply)`` gets each of this run's, in delivery order."""
+    """Consumes replies; ``on_reply(row, reply)`` gets each of this run's, in delivery order.
+
+    An exception from ``on_reply`` (a journal that cannot be written) stops the taking: it is
+    kept in :attr:`failure` and ``on_failure`` is called, and what was not recorded stays unacked.
+    """
 
     def __init__(
         self,
@@ -52,62 +117,91 @@ class ReplyConsumer:
         *,
         on_reply: Callable[[int, Reply], None],
         before_ack: Callable[[], None],
-        prefetch: int = 4096,
+        on_failure: Callable[[BaseException], None] = lambda exc: None,
+        prefetch: int = 0,
     ) -> None:
         self.run_id = run_id
         self.queue = queue
         self.on_reply = on_reply
         self.before_ack = before_ack
+        self.on_failure = on_failure
         self.prefetch = prefetch
         self.counts = ConsumerCounts()
+        self.strangers = Strangers()
+        self.failure: BaseException | None = None
         self.last_reply_at = time.monotonic()
-        self._acks = Acks()
-        self._foreign: deque[Delivery] = deque()
+        self._settlements = Settlements()
+        self._held: dict[float, deque[tuple[float, list[int]]]] = {}
+        self._to_ack = 0
         self._wake = asyncio.Event()
         self._stopping = False
         self._working: asyncio.Future[None] | None = None
         self._channel: aiormq.Channel | None = None
-        self._republish: aiormq.Channel | None = None
-        self._bounce_tokens = BOUNCE_RATE
-        self._bounce_clock = time.monotonic()
 
-    async def attach(self, tap: Tap, channel: aiormq.Channel, republish: aiormq.Channel) -> None:
-        """Consume on ``channel`` through ``tap``; foreign replies go back through ``republish``."""
+    async def attach(self, tap: Tap, channel: aiormq.Channel) -> None:
+        """Consume on ``channel`` through ``tap``; what the last channel held went back with it."""
         if self._working is not None:
-            # An ack or a pass-on still waiting on the connection that is gone: its writer no longer
-            # empties the queue, so it would wait for ever and no ack would go out on the new one.
+            # A flush still waiting on the connection that is gone: its writer no longer empties
+            # the queue, so it would wait for ever and no ack would go out on the new one.
             self._working.cancel()
-        self._acks.reset()
-        self._foreign.clear()
+        self._settlements.reset()
+        self._held.clear()
         self._channel = channel
-        self._republish = republish
         tap.attach(channel.number, self._on_deliveries)
-        await channel.basic_qos(prefetch_count=self.prefetch)
+        if self.prefetch:
+            await channel.basic_qos(prefetch_count=self.prefetch)
         await channel.basic_consume(self.queue, untapped)
 
     def _on_deliveries(self, batch: list[Delivery]) -> None:
-        settled: list[int] = []
-        run_id = self.run_id
+        if self.failure is not None:
+            return  # nothing more is taken: unacked, it is delivered again to the next attempt
+        ours: list[int] = []
+        back: list[int] = []
+        now = time.monotonic()
         for delivery in batch:
+            owner, row = reply_owner(delivery.body)
+            if owner != self.run_id or row is None:
+                self._stranger(owner, delivery, now, back)
+                continue
+            tag = delivery.delivery_tag
             try:
                 reply = parse_reply(delivery.body)
             except MalformedReply as exc:
                 self.counts.malformed += 1
-                log.warning("malformed reply acked and skipped (%s): %r", exc, delivery.body[:200])
-                settled.append(delivery.delivery_tag)
-                continue
-            ours = parse_feedback_id(reply.feedback_id)
-            if ours is None or ours[0] != run_id:
-                self._foreign.append(delivery)
+                log.warning(
+                    "malformed reply of row %d acked, skipped (%s): %r", row, exc, delivery.body[:200]
+                )
+                ours.append(tag)
                 continue
             self.counts.replies += 1
-            if self.take(ours[1], reply, delivery):
-                settled.append(delivery.delivery_tag)
-        if settled:
-            self.last_reply_at = time.monotonic()
-            self._acks.settle(settled)
-        if self._foreign or self._acks.upto - self._acks.sent >= ACK_EVERY:
+            try:
+                taken = self.take(row, reply, delivery)
+            except Exception as exc:
+                self.failure = exc
+                self.on_failure(exc)
+                break
+            if taken:
+                ours.append(tag)
+        if ours:
+            self.last_reply_at = now
+            self._settlements.ack(ours)
+            self._to_ack += len(ours)
+        self._settlements.give_back(back)
+        if back or self._to_ack >= ACK_EVERY:
             self._wake.set()
+
+    def _stranger(self, owner: str | None, delivery: Delivery, now: float, back: list[int]) -> None:
+        self.strangers.note(owner, delivery.body)
+        self.counts.foreign = self.strangers.count
+        hold = self.strangers.hold_for(owner, delivery.redelivered, now)
+        if not hold:
+            back.append(delivery.delivery_tag)
+            return
+        held = self._held.setdefault(hold, deque())
+        if held and held[-1][0] == now + hold:
+            held[-1][1].append(delivery.delivery_tag)
+        else:
+            held.append((now + hold, [delivery.delivery_tag]))
 
     def take(self, row: int, reply: Reply, delivery: Delivery) -> bool:
         """Hand one of this run's replies on; True when it is settled now (else see :meth:`settle`)."""
@@ -116,17 +210,18 @@ class ReplyConsumer:
 
     def settle(self, tags: list[int]) -> None:
         """Deliveries that :meth:`take` left unsettled are settled now: they may be acked."""
-        self._acks.settle(tags)
+        self._settlements.ack(tags)
+        self._to_ack += len(tags)
         self._wake.set()
 
     async def run(self) -> None:
-        """Pass foreign replies on and flush acks, at least every 50 ms, until :meth:`stop`."""
+        """Flush acks and give foreign replies back, at least every 50 ms, until :meth:`stop`."""
         self._stopping = False
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), ACK_INTERVAL_S)
             self._wake.clear()
-            self._working = working = asyncio.ensure_future(self._pass_on_and_ack())
+            self._working = working = asyncio.ensure_future(self.flush_acks())
             try:
                 await asyncio.wait({working})
             finally:
@@ -142,65 +237,38 @@ class ReplyConsumer:
             elif exc is not None:
                 raise exc
 
-    async def _pass_on_and_ack(self) -> None:
-        await self._pass_on_foreign()
-        await self.flush_acks()
-
     def stop(self) -> None:
-        """Let :meth:`run` return once the reply it is passing on (if any) is settled."""
+        """Let :meth:`run` return after its current flush."""
         self._stopping = True
         self._wake.set()
 
-    async def _pass_on_foreign(self) -> None:
-        while self._foreign and not self._stopping:
-            delivery, channel = self._foreign[0], self._channel
-            await self._pass_on(delivery)
-            if channel is self._channel and self._foreign and self._foreign[0] is delivery:
-                self._foreign.popleft()
-                self._acks.settle([delivery.delivery_tag])
+    def _release(self, now: float, *, everything: bool) -> None:
+        for held in self._held.values():
+            while held and (everything or held[0][0] <= now):
+                self._settlements.give_back(held.popleft()[1])
 
     async def flush_acks(self, *, final: bool = False) -> None:
-        """Ack what is settled; ``final`` also acks one by one what waits behind a foreign reply.
-
-        (That is done during the run too once many wait, so the prefetch window never fills up.)
-        """
+        """Ack what is recorded and give back what is due; ``final`` gives back every held reply."""
         channel = self._channel
         if channel is None or channel.is_closed:
             return
-        tag = self._acks.to_send()
-        loose = self._acks.loose() if final or self._acks.loose_count >= LOOSE_ACKS else []
-        if not tag and not loose:
+        everything = final or self._settlements.waiting >= WAITING_LIMIT
+        self._release(time.monotonic(), everything=everything)
+        frames = self._settlements.frames()
+        if not frames:
             return
-        self.before_ack()
-        if tag:
-            await channel.basic_ack(tag, multiple=True, wait=final and not loose)
-        for i, single in enumerate(loose, 1):
-            await channel.basic_ack(single, wait=final and i == len(loose))
-
-    async def _pass_on(self, delivery: Delivery) -> None:
-        """Publish a foreign reply to the tail of the queue (confirmed), so it can be acked."""
-        assert self._republish is not None
-        self.counts.foreign += 1
-        props = delivery.header().properties
-        headers = dict(props.headers or {})
-        passes = headers.get(BOUNCED_HEADER, 0)
-        passes = passes if isinstance(passes, int) else 0
-        if passes:
-            await self._throttle()
-        headers[BOUNCED_HEADER] = passes + 1
-        props.headers = headers
-        await self._republish.basic_publish(
-            delivery.body, exchange="", routing_key=self.queue, properties=props
-        )
-
-    async def _throttle(self) -> None:
-        """A token bucket: replies that come round again are passed on at :data:`BOUNCE_RATE`."""
-        now = time.monotonic()
-        refill = (now - self._bounce_clock) * BOUNCE_RATE
-        self._bounce_tokens = min(BOUNCE_RATE, self._bounce_tokens + refill)
-        self._bounce_clock = now
-        if self._bounce_tokens < 1:
-            await asyncio.sleep((1 - self._bounce_tokens) / BOUNCE_RATE)
-            self._bounce_tokens = 1
-            self._bounce_clock = time.monotonic()
-        self._bounce_tokens -= 1
+        if any(ack for _, _, ack in frames):
+            try:
+                self.before_ack()
+            except Exception as exc:  # the journal cannot be made durable: nothing is acked
+                self.failure = exc
+                self.on_failure(exc)
+                return
+            self._to_ack = 0
+        last = len(frames) - 1
+        for i, (tag, multiple, ack) in enumerate(frames):
+            wait = final and i == last
+            if ack:
+                await channel.basic_ack(tag, multiple=multiple, wait=wait)
+            else:
+                await channel.basic_nack(tag, multiple=multiple, requeue=True, wait=wait)

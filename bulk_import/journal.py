@@ -7,13 +7,19 @@ A folder beside the results file::
         replies.ndjson     one line per row's first reply, appended, fsync'd at bounded intervals
         keys/<row>.parquet each batch's rows with their key and reject reason (for the results file)
 
-Replies are recorded before they are acked, so a reply the broker forgets is on disk first.
+Replies are recorded before they are acked, so a reply the broker forgets is on disk first. A
+``--workers`` run keeps one journal per worker in ``<results>.workers/`` instead; either is the one
+unfinished run of its results file (:func:`check_recorded`), and only the process holding the
+results file's lock (:mod:`.lock`) reads or writes it. A file of the journal that cannot be written
+(disk full) raises :class:`~.errors.LocalError`, naming the file and the OS's reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,7 +30,7 @@ from typing import IO, Any
 import orjson
 import polars as pl
 
-from .errors import InputError
+from .errors import InputError, LocalError
 from .messages import Reply
 
 REPLY_SCHEMA = pl.Schema(
@@ -47,7 +53,88 @@ def journal_dir(results_path: Path) -> Path:
 
 
 def new_run_id() -> str:
-    return os.urandom(5).hex()
+    """When the run started (8 hex digits of Unix time), then 6 random ones: unique, and dated."""
+    return f"{int(time.time()):08x}{os.urandom(3).hex()}"
+
+
+def workers_dir(results_path: Path) -> Path:
+    """Where a ``--workers`` run keeps its workers' journals and results parts."""
+    return results_path.with_name(results_path.name + ".workers")
+
+
+def unfinished_message(path: Path) -> str:
+    return (
+        f"an unfinished run of this file is recorded in {path}: "
+        "pass --resume to finish it, or --restart to discard it and start again"
+    )
+
+
+_PART = re.compile(r"part-\d+-of-(\d+)\.parquet")
+
+
+def recorded_workers(folder: Path) -> int | None:
+    """The ``--workers`` of the run recorded in a workers' folder; None when it cannot be told."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(orjson.loads((folder / "run.json").read_bytes())["workers"])
+    found = {int(m.group(1)) for p in folder.glob("part-*") if (m := _PART.match(p.name))}
+    return found.pop() if len(found) == 1 else None
+
+
+def check_recorded(results_path: Path, *, resume: bool, restart: bool, workers: int) -> None:
+    """Check what an earlier run left beside the results file against --resume, --restart, --workers.
+
+    A one-process journal and a workers' folder are the same thing, the unfinished run of this
+    results file: a new run without ``--resume`` is refused, ``--restart`` discards either, and
+    ``--resume`` must run as that run did (the message says what to pass). Called with the results
+    file's lock held, before connecting.
+    """
+    single, multi = journal_dir(results_path), workers_dir(results_path)
+    if restart:
+        shutil.rmtree(single, ignore_errors=True)
+        shutil.rmtree(multi, ignore_errors=True)
+        return
+    recorded = [p for p in (single, multi) if p.exists()]
+    if recorded and not resume:
+        raise InputError(unfinished_message(recorded[0]))
+    if not resume or not recorded:
+        return
+    if len(recorded) == 2:
+        raise InputError(
+            f"two unfinished runs of this file are recorded, in {single} and in {multi}: "
+            "pass --restart to discard both and start again"
+        )
+    if multi.exists() and workers == 1:
+        n = recorded_workers(multi)
+        passing = f"--resume --workers {n}" if n else "--resume with the --workers it ran with"
+        raise InputError(f"the unfinished run in {multi} ran with --workers {n or 'N'}: pass {passing}")
+    if single.exists() and workers > 1:
+        raise InputError(
+            f"the unfinished run in {single} ran in one process: pass --resume without --workers"
+        )
+
+
+def os_reason(exc: BaseException) -> str | None:
+    """The OS's reason when ``exc`` is a failure of the file system (as Python or polars tells it)."""
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    if found:
+        return os.strerror(int(found.group(1)))
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
+
+
+def cannot_write(what: str, exc: BaseException) -> LocalError | None:
+    """``exc`` as a :class:`LocalError` saying ``what`` could not be written and why; None when
+    it is not a failure of the file system."""
+    reason = os_reason(exc)
+    return None if reason is None else LocalError(f"cannot write {what}: {reason}")
+
+
+def run_started(run_id: str) -> float | None:
+    """When a run with an id from :func:`new_run_id` started; None for any other id."""
+    if len(run_id) != 14 or not all(c in "0123456789abcdef" for c in run_id):
+        return None
+    return float(int(run_id[:8], 16))
 
 
 @dataclass
@@ -57,6 +144,9 @@ class Journal:
     path: Path
     run_id: str
     identity: dict[str, Any]
+    #: Rows below it may have been sent by an earlier attempt of this run (``--resume``): their
+    #: replies are taken even before this attempt sends them again.
+    sent_before: int = 0
     _replies: IO[bytes] | None = None
     _last_sync: float = 0.0
     _dirty: bool = False
@@ -73,10 +163,7 @@ class Journal:
     def check(path: Path, *, resume: bool) -> None:
         """Refuse early (before connecting) a run that would overwrite or miss a journal."""
         if path.exists() and not resume:
-            raise InputError(
-                f"an unfinished run of this file is recorded in {path}: "
-                "pass --resume to finish it, or --restart to discard it and start again"
-            )
+            raise InputError(unfinished_message(path))
         if resume and not (path / "run.json").exists():
             raise InputError(f"nothing to resume: no journal at {path}")
 
@@ -87,23 +174,35 @@ class Journal:
         """Start a journal (``run_id``, or a new id), or with ``resume`` reopen the matching one."""
         meta = path / "run.json"
         cls.check(path, resume=resume)
-        if resume:
-            recorded = orjson.loads(meta.read_bytes())
-            differs = sorted(k for k, v in identity.items() if recorded.get("identity", {}).get(k) != v)
-            if differs:
-                raise InputError(
-                    f"cannot resume: {', '.join(differs)} differ from the run recorded in {path}; "
-                    "use --restart to start again"
-                )
-            journal = cls(path, recorded["run_id"], identity)
-            _truncate_partial_line(journal.replies_path)
-            shutil.rmtree(journal.keys_dir, ignore_errors=True)
-        else:
-            journal = cls(path, run_id or new_run_id(), identity)
-            path.mkdir(parents=True)
-            _write_atomic(meta, orjson.dumps({"run_id": journal.run_id, "identity": identity}))
-        journal.keys_dir.mkdir(exist_ok=True)
-        journal._replies = journal.replies_path.open("ab")
+        try:
+            if resume:
+                recorded = orjson.loads(meta.read_bytes())
+                differs = sorted(k for k, v in identity.items() if recorded.get("identity", {}).get(k) != v)
+                if differs:
+                    raise InputError(
+                        f"cannot resume: {', '.join(differs)} differ from the run recorded in {path}; "
+                        "use --restart to start again"
+                    )
+                journal = cls(path, recorded["run_id"], identity)
+                # The rows read before (their keys are about to be recorded again) bound the rows
+                # an earlier attempt may have sent, over every attempt so far.
+                journal.sent_before = max(int(recorded.get("read_rows", 0)), _keys_end(journal.keys_dir))
+                if journal.sent_before > int(recorded.get("read_rows", 0)):
+                    _write_atomic(meta, orjson.dumps({**recorded, "read_rows": journal.sent_before}))
+                _truncate_partial_line(journal.replies_path)
+                shutil.rmtree(journal.keys_dir, ignore_errors=True)
+            else:
+                journal = cls(path, run_id or new_run_id(), identity)
+                path.mkdir(parents=True)
+                try:
+                    _write_atomic(meta, orjson.dumps({"run_id": journal.run_id, "identity": identity}))
+                except OSError:
+                    shutil.rmtree(path, ignore_errors=True)  # half a journal would only mislead
+                    raise
+            journal.keys_dir.mkdir(exist_ok=True)
+            journal._replies = journal.replies_path.open("ab")
+        except OSError as exc:
+            raise LocalError(f"cannot open the run's journal {path}: {os_reason(exc)}") from exc
         return journal
 
     def answered_rows(self) -> pl.Series:
@@ -126,43 +225,63 @@ class Journal:
 
     def record_reply(self, row: int, reply: Reply) -> None:
         assert self._replies is not None
-        self._replies.write(
-            orjson.dumps(
-                {
-                    "row": row,
-                    "error": reply.error,
-                    "error_text": reply.error_text,
-                    "matching_field": reply.matching_field,
-                    "profile_id": reply.profile_id,
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
+        line = orjson.dumps(
+            {
+                "row": row,
+                "error": reply.error,
+                "error_text": reply.error_text,
+                "matching_field": reply.matching_field,
+                "profile_id": reply.profile_id,
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
         )
+        try:
+            self._replies.write(line)
+        except OSError as exc:
+            raise self._cannot_write(self.replies_path, exc) from exc
         self._dirty = True
 
     def record_keys(self, first_row: int, keys: pl.DataFrame) -> None:
         target = self.keys_dir / f"{first_row:012d}.parquet"
         tmp = target.with_suffix(".tmp")
-        keys.write_parquet(tmp, compression="lz4", statistics=False)
-        os.replace(tmp, target)
+        try:
+            keys.write_parquet(tmp, compression="lz4", statistics=False)
+            os.replace(tmp, target)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            tmp.unlink(missing_ok=True)
+            if os_reason(exc) is None:
+                raise
+            raise self._cannot_write(target, exc) from exc
 
     def sync(self, *, force: bool = False) -> None:
         """Flush replies to the OS, and fsync at most every :data:`FSYNC_INTERVAL_S`."""
         if self._replies is None or not self._dirty:
             return
-        self._replies.flush()
-        now = time.monotonic()
-        if force or now - self._last_sync >= FSYNC_INTERVAL_S:
-            os.fsync(self._replies.fileno())
-            self._last_sync = now
-            self._dirty = False
+        try:
+            self._replies.flush()
+            now = time.monotonic()
+            if force or now - self._last_sync >= FSYNC_INTERVAL_S:
+                os.fsync(self._replies.fileno())
+                self._last_sync = now
+                self._dirty = False
+        except OSError as exc:
+            raise self._cannot_write(self.replies_path, exc) from exc
+
+    @staticmethod
+    def _cannot_write(path: Path, exc: BaseException) -> LocalError:
+        error = cannot_write(f"the run's journal ({path})", exc)
+        assert error is not None
+        return error
 
     def close(self) -> None:
         if self._replies is not None:
-            self._dirty = True
-            self.sync(force=True)
-            self._replies.close()
-            self._replies = None
+            try:
+                self._dirty = True
+                self.sync(force=True)
+            finally:
+                with contextlib.suppress(OSError):  # what could not be flushed was reported by sync
+                    self._replies.close()
+                self._replies = None
 
     def remove(self) -> None:
         self.close()
@@ -183,6 +302,18 @@ def _truncate_partial_line(path: Path) -> None:
             return
         keep = size - len(tail) + tail.rfind(b"\n") + 1
         fh.truncate(keep)
+
+
+def _keys_end(keys_dir: Path) -> int:
+    """One past the last row whose keys are recorded in ``keys_dir``; 0 when none are."""
+    files = sorted(keys_dir.glob("*.parquet"))
+    if not files:
+        return 0
+    try:
+        last = pl.scan_parquet(files[-1]).select(pl.col("row").max()).collect().item()
+    except (OSError, pl.exceptions.PolarsError):
+        last = None
+    return int(last) + 1 if last is not None else int(files[-1].stem) + 1
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

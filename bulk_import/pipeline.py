@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,12 +30,16 @@ from .errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_ROWS_FAILED,
+    BrokerError,
     BrokerUnreachable,
+    BulkImportError,
     ConnectionLost,
     InputError,
+    LocalError,
 )
 from .frames import Wire, encode_messages
-from .journal import Journal, journal_dir
+from .journal import Journal, journal_dir, run_started
+from .lock import hold_run
 from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
 from .publisher import Publisher
@@ -51,6 +55,8 @@ Relay = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 RECONNECT_FIRST_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 10.0
+#: A connection up this long is stable again: the next loss starts counting attempts from 1.
+STABLE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,12 @@ class ImportSummary:
     interrupted: bool = False
     reason: str = ""
     duplicate_replies: int = 0
+    #: Replies of other runs seen in the shared result queue (each given back, never acked).
     foreign_replies: int = 0
+    #: Those replies by the run id their feedback_id names (or "(no run id)").
+    foreign_owners: dict[str, int] = field(default_factory=dict)
+    #: How often they were delivered to this run in all (each went back at once or after a hold).
+    foreign_deliveries: int = 0
     malformed_replies: int = 0
     reconnects: int = 0
 
@@ -90,18 +101,28 @@ def summary_exit_code(counts: dict[str, int]) -> int:
 
 
 class Session:
-    """The run's connection, with a channel each to publish, to consume and to pass replies on.
+    """The run's connection, with a channel each to publish and to consume.
 
     A worker of ``--workers`` only publishes; its coordinator only consumes.
     """
 
-    def __init__(self, settings: BrokerSettings, *, publishing: bool = True, consuming: bool = True) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        publishing: bool = True,
+        consuming: bool = True,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self.settings = settings
+        self.stop = stop or asyncio.Event()
+        #: Reconnect attempts in the current streak, and since when the connection has been up.
+        self.attempts = 0
+        self.up_since = time.monotonic()
         self.publishing, self.consuming = publishing, consuming
         self.connection: aiormq.Connection | None = None
         self.publish: aiormq.Channel | None = None
         self.consume: aiormq.Channel | None = None
-        self.republish: aiormq.Channel | None = None
         self.tap = Tap()
         self.reconnects = 0
 
@@ -118,23 +139,35 @@ class Session:
         await broker.ensure_queues(self.connection, s, s.queue, s.result_queue)
         if self.publishing:
             self.publish = await broker.open_channel(self.connection, s, confirms=True)
+            await broker.check_write(self.publish, s)
         if self.consuming:
             self.consume = await broker.open_channel(self.connection, s, confirms=False)
-            self.republish = await broker.open_channel(self.connection, s, confirms=True)
 
     async def reopen(self, cause: Exception) -> None:
-        """Connect again with growing pauses; :class:`BrokerUnreachable` when attempts run out."""
+        """Connect again with growing pauses; :class:`BrokerUnreachable` when attempts run out.
+
+        Attempts add up across reconnects that fail again soon (within :data:`STABLE_S`), so a
+        connection that opens and drops at once is not retried for ever. A set ``stop`` ends it.
+        """
         await broker.close_quietly(self.connection)
-        delay = RECONNECT_FIRST_DELAY_S
-        for attempt in range(1, self.settings.reconnect_attempts + 1):
+        now = time.monotonic()
+        if now - self.up_since >= STABLE_S:
+            self.attempts = 0
+        limit = self.settings.reconnect_attempts
+        delay = min(RECONNECT_FIRST_DELAY_S * 2**self.attempts, RECONNECT_MAX_DELAY_S)
+        while self.attempts < limit:
+            self.attempts += 1
             log.warning(
                 "connection lost (%s); reconnecting, attempt %d of %d in %.1fs",
                 cause,
-                attempt,
-                self.settings.reconnect_attempts,
+                self.attempts,
+                limit,
                 delay,
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), delay)
+            if self.stop.is_set():
+                raise BrokerUnreachable(f"stopped while reconnecting: {cause}")
             try:
                 await self.open()
             except BrokerUnreachable as exc:
@@ -142,11 +175,10 @@ class Session:
                 delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
                 continue
             self.reconnects += 1
+            self.up_since = time.monotonic()
             log.warning("reconnected to %s", self.settings.safe_url)
             return
-        raise BrokerUnreachable(
-            f"gave up after {self.settings.reconnect_attempts} reconnect attempts: {cause}"
-        )
+        raise BrokerUnreachable(f"gave up after {limit} reconnect attempts: {cause}")
 
     async def close(self) -> None:
         await broker.close_quietly(self.connection)
@@ -190,7 +222,7 @@ class Run:
         self.results_path = results_path
         self.stop = stop
         self.relay = relay
-        self.session = Session(settings, consuming=relay is None)
+        self.session = Session(settings, consuming=relay is None, stop=stop)
         self.ledger = Ledger()
         self.clock = _Clock()
         self.rows_read = 0
@@ -198,6 +230,12 @@ class Run:
         self.consumer: ReplyConsumer | RelayedReplies | None = None
         self.publisher: Publisher | None = None
         self.failure: str = ""
+        #: A refusal by the broker (permissions, a queue's arguments): stop, never reconnect.
+        self.refused: BrokerError | None = None
+        #: What failed on this machine under the consumer (a journal write): stop at once.
+        self.local_failure: BaseException | None = None
+        #: Whether the drain time ran out after a stop and the waiting was cut short.
+        self.cut = False
         self.replied = asyncio.Event()
 
     def _identity(self) -> dict[str, Any]:
@@ -218,14 +256,20 @@ class Run:
 
     async def execute(self) -> ImportSummary:
         path = journal_dir(self.results_path)
-        if self.options.restart and path.exists():
-            Journal(path, "", {}).remove()
-        Journal.check(path, resume=self.options.resume)
-        try:
-            await self.session.open()
-            return await self._run()
-        finally:
-            await self.session.close()
+        o = self.options
+        # A worker of --workers runs under the lock its coordinator took and passed on to it.
+        held = (
+            hold_run(self.results_path, resume=o.resume, restart=o.restart, workers=o.workers)
+            if o.shard is None
+            else contextlib.nullcontext()
+        )
+        with held:
+            Journal.check(path, resume=o.resume)
+            try:
+                await self.session.open()
+                return await self._run()
+            finally:
+                await self.session.close()
 
     async def _run(self) -> ImportSummary:
         path = journal_dir(self.results_path)
@@ -234,6 +278,8 @@ class Run:
         )
         try:
             self._restore(journal)
+            if self.options.resume:
+                self._warn_if_expired(journal)
             self.publisher = Publisher(
                 self.settings.queue,
                 window=self.options.window,
@@ -248,7 +294,7 @@ class Run:
                     self.settings.result_queue,
                     on_reply=self._on_reply,
                     before_ack=journal.sync,
-                    prefetch=max(256, self.options.window),
+                    on_failure=self._on_local_failure,
                 )
             else:
                 self.consumer = RelayedReplies(
@@ -258,30 +304,91 @@ class Run:
                     before_ack=journal.sync,
                     on_closed=self.stop.set,
                 )
-            await self._attach()
+            try:
+                with broker.map_amqp_errors(self.settings):
+                    await self._attach()
+            except BrokerError:
+                if not self.options.resume:
+                    journal.remove()  # refused before anything was sent: nothing to resume
+                raise
             consuming = asyncio.create_task(self.consumer.run())
             ticking = asyncio.create_task(self._tick(self.source.total_rows))
+            work = asyncio.ensure_future(self._publish_and_wait())
+            cutoff = asyncio.create_task(self._cut_after_drain(work))
             try:
-                await self._publish_all()
-                await self._await_replies()
+                await work
+            except asyncio.CancelledError:
+                if not self.cut:
+                    raise
+                self.failure = f"stopped: the drain time ({self.options.drain_timeout:.0f}s) ran out"
+                log.warning("%s", self.failure)
             except BrokerUnreachable as exc:
                 self.failure = str(exc)
                 log.error("%s", exc)
+            except BrokerError as exc:
+                self.failure = str(exc)
+                self.refused = exc
             finally:
+                cutoff.cancel()
                 ticking.cancel()
-                await asyncio.gather(ticking, return_exceptions=True)
+                await asyncio.gather(ticking, cutoff, return_exceptions=True)
                 self.observer.close()
                 self.consumer.stop()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(consuming), 10)
+                    await asyncio.wait_for(asyncio.shield(consuming), 2 if self.cut else 10)
                 consuming.cancel()
                 await asyncio.gather(consuming, return_exceptions=True)
                 await self._flush_acks()
+            if self.local_failure is not None:
+                raise _local_error(self.local_failure)
+            nothing_sent = not self.ledger.answered and not self.publisher.confirmed
+            if self.refused is not None and nothing_sent and not self.options.resume:
+                journal.remove()  # nothing went out: nothing to resume
+                raise self.refused
             if self.stop.is_set() or self.failure:
                 await self._read_rest()
-            return self._finish(journal)
+            summary = self._finish(journal)
+            if self.refused is not None:
+                summary = replace(summary, exit_code=self.refused.exit_code)
+            return summary
         finally:
             journal.close()
+
+    def _warn_if_expired(self, journal: Journal) -> None:
+        """Say before sending that replies the queue no longer keeps mean imports done twice."""
+        started = run_started(journal.run_id)
+        if started is None:
+            started = (journal.path / "run.json").stat().st_mtime
+        age = time.time() - started
+        ttl = self.settings.result_ttl
+        if not ttl or age <= ttl:
+            return
+        triggers = "" if self.options.skip_triggers else " and their triggers fire again"
+        log.warning(
+            "the run being resumed started %.1f hours ago, longer than the result queue keeps a reply "
+            "(%.1f hours, --result-ttl): replies to what it sent have expired, so every row without a "
+            "recorded reply (%d rows have one) is sent again; profiles the platform already took from "
+            "it are imported a second time%s",
+            age / 3600,
+            ttl / 3600,
+            self.ledger.answered,
+            triggers,
+        )
+
+    async def _publish_and_wait(self) -> None:
+        await self._publish_all()
+        await self._await_replies()
+
+    async def _cut_after_drain(self, work: asyncio.Future[None]) -> None:
+        """Once stopped, give what is in flight ``--drain-timeout``, whatever the run is waiting on.
+
+        (A blocked connection, a reconnect, replies that do not come: each would wait longer.)
+        """
+        await self.stop.wait()
+        await asyncio.sleep(self.options.drain_timeout)
+        if not work.done():
+            self.cut = True
+            work.cancel()
 
     async def _tick(self, total_rows: int | None) -> None:
         """Tell the observer how far the run is, twice a second."""
@@ -317,8 +424,8 @@ class Run:
         assert self.publisher and self.consumer and s.publish
         self.publisher.attach(s.publish)
         if isinstance(self.consumer, ReplyConsumer):
-            assert s.consume and s.republish
-            await self.consumer.attach(s.tap, s.consume, s.republish)
+            assert s.consume
+            await self.consumer.attach(s.tap, s.consume)
 
     async def _guarded(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run a broker operation, reconnecting and retrying it while the connection drops."""
@@ -338,8 +445,14 @@ class Run:
         self.ledger.confirm(rows)
         self.clock.last_confirm = time.monotonic()
 
+    def _on_local_failure(self, exc: BaseException) -> None:
+        """The journal failed under the consumer: stop sending and waiting at once."""
+        self.local_failure = exc
+        self.replied.set()
+
     def _on_reply(self, row: int, reply: Reply) -> None:
         assert self.journal is not None
+        self.ledger.sent_before = self.journal.sent_before
         if self.ledger.answer(row):
             self.journal.record_reply(row, reply)
             self.replied.set()
@@ -396,12 +509,14 @@ class Run:
                 if self.clock.first_publish is None:
                     self.clock.first_publish = time.monotonic()
                 await self._guarded(lambda r=rows, m=messages, w=p.wire: publisher.publish(r, m, w))  # type: ignore[misc]
-                if self.stop.is_set():
+                if self.stop.is_set() or self.local_failure:
                     break
-            if self.stop.is_set() or self.failure:
+            if self.stop.is_set() or self.failure or self.local_failure:
                 break
         if self.stop.is_set():
             log.warning("stopping: no more rows are sent; waiting for what is in flight")
+        if self.local_failure is not None:
+            return
         drain = self.options.drain_timeout if self.stop.is_set() else None
         try:
             async with asyncio.timeout(drain):
@@ -426,6 +541,8 @@ class Run:
         since = time.monotonic()
         deadline = float("inf")
         while not enough():
+            if self.local_failure is not None:
+                return False
             now = time.monotonic()
             if self.stop.is_set():
                 if not draining:
@@ -459,9 +576,10 @@ class Run:
             return
         try:
             with broker.map_amqp_errors(self.settings):
-                await self.consumer.flush_acks(final=True)
-        except ConnectionLost:
-            pass  # unacked replies are delivered again and count once
+                async with asyncio.timeout(5):
+                    await self.consumer.flush_acks(final=True)
+        except (ConnectionLost, BrokerUnreachable):
+            pass  # unacked replies are delivered again and count once; foreign ones go back on close
 
     async def _read_rest(self) -> None:
         """Record the keys of rows never read, so the results file still has every row."""
@@ -476,6 +594,12 @@ class Run:
             self.rows_read = batch.end_row
 
     def _finish(self, journal: Journal) -> ImportSummary:
+        if self.ledger.unexpected:
+            log.warning(
+                "%d replies named rows this run has not sent (the first: row %s); they were ignored",
+                self.ledger.unexpected,
+                self.ledger.first_unexpected,
+            )
         journal.sync(force=True)
         rows = self.rows_read
         counts = write_run_results(journal, self.ledger, rows, self.results_path, self.options.shard)
@@ -504,9 +628,23 @@ class Run:
             reason=self.failure,
             duplicate_replies=self.ledger.duplicates,
             foreign_replies=consumer.counts.foreign if consumer else 0,
+            foreign_owners=dict(consumer.strangers.owners.most_common())
+            if isinstance(consumer, ReplyConsumer)
+            else {},
+            foreign_deliveries=consumer.strangers.deliveries if isinstance(consumer, ReplyConsumer) else 0,
             malformed_replies=consumer.counts.malformed if consumer else 0,
             reconnects=self.session.reconnects,
         )
+
+
+def _local_error(exc: BaseException) -> BulkImportError:
+    """What failed on this machine, as the error the user sees (exit 4: --resume goes on)."""
+    if isinstance(exc, BulkImportError):
+        return exc
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return LocalError(f"cannot write the run's journal{where}: {exc.strerror or exc}; stopped at once")
+    raise exc
 
 
 def open_checked(path: Path, options: ImportOptions) -> Source:

@@ -7,7 +7,9 @@
        └──rejected      └──reply (before its confirm)──▶ answered
 
 A row's final status follows from its state (:func:`final_status`); the reply's details are in the
-journal. The state array costs one byte per row, so ten million rows need 10 MB.
+journal. The state array costs one byte per row, so ten million rows need 10 MB. A reply is taken
+only for a row the run has sent (or, resumed, that an earlier attempt may have sent): one naming
+any other row, however large its number, is counted and changes nothing.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Ledger:
     duplicates: int = 0
     #: Replies carrying this run's id for a row that was never sent.
     unexpected: int = 0
+    #: The first row such a reply named, for the log.
+    first_unexpected: int | None = None
+    #: Rows below it may have been sent by an earlier attempt of the run (``--resume``), so a reply
+    #: may come for them before this attempt sends them.
+    sent_before: int = 0
 
     def _grow(self, row: int) -> None:
         if row >= len(self.state):
@@ -115,15 +122,17 @@ class Ledger:
                 self.awaiting -= 1
 
     def answer(self, row: int) -> bool:
-        """Record a reply; False when the row was answered already (or never sent)."""
-        self._grow(row)
-        current = self.state[row]
+        """Record a reply; False when the row was answered already, or is not one the run sent."""
+        current = self.state[row] if 0 <= row < len(self.state) else PENDING
         if current == ANSWERED:
             self.duplicates += 1
             return False
-        if current == REJECTED:
+        if current == REJECTED or (current == PENDING and not 0 <= row < self.sent_before):
             self.unexpected += 1
+            if self.first_unexpected is None:
+                self.first_unexpected = row
             return False
+        self._grow(row)
         if current in (SENT, CONFIRMED):
             self.awaiting -= 1
         self.state[row] = ANSWERED

@@ -179,15 +179,11 @@ class ShardRouter(ReplyConsumer):
     A relayed reply is acked when its worker settles it; a reply for a worker that is gone is
     left unacked, so the broker keeps it for ``--resume``. A reply for a shard whose every row is
     answered already (its worker finished, or a part finished before ``--resume``) is a late
-    duplicate: it is acked at once, else it would hold a place in the prefetch window for good.
+    duplicate: it is acked at once, else it would stay unacked until the end of the run.
     """
 
-    def __init__(
-        self, run_id: str, queue: str, workers: list[asyncio.StreamWriter | None], *, prefetch: int
-    ) -> None:
-        super().__init__(
-            run_id, queue, on_reply=lambda row, reply: None, before_ack=lambda: None, prefetch=prefetch
-        )
+    def __init__(self, run_id: str, queue: str, workers: list[asyncio.StreamWriter | None]) -> None:
+        super().__init__(run_id, queue, on_reply=lambda row, reply: None, before_ack=lambda: None)
         self.workers = workers
         #: Shards with every row answered and recorded.
         self.finished: set[int] = set()

@@ -3,6 +3,8 @@
 Built by polars from the journal (each batch's keys, the recorded replies) and the ledger's row
 states, written to a temporary file in the same folder and renamed, so a reader never sees half a
 file. Columns: ``row, key, feedback_id, status, error, error_text, matching_field, profile_id``.
+When it cannot be written (disk full), no temporary file is left, the journal is kept, and a
+:class:`~.errors.LocalError` says so in one line: ``--resume`` writes it once there is room.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from .errors import InputError
-from .journal import REPLY_SCHEMA, Journal
+from .errors import InputError, LocalError
+from .journal import REPLY_SCHEMA, Journal, cannot_write
 from .reconcile import ANSWERED, STATUSES, UNANSWERED_STATUS, Ledger
 
 COLUMNS = (
@@ -50,7 +52,12 @@ def write_run_results(
     Replies are recorded in arrival order, so they are first spilled to Parquet files by range;
     each range then joins its states, keys and replies and is appended to the file in row order.
     """
-    with tempfile.TemporaryDirectory(dir=journal.path, prefix="results-") as folder:
+    with (
+        _local_failures(
+            f"the results file {path}", "the journal is kept: make room, then run again with --resume"
+        ),
+        tempfile.TemporaryDirectory(dir=journal.path, prefix="results-") as folder,
+    ):
         spill = Path(folder)
         for i, block in enumerate(journal.reply_blocks()):
             ranged = block.with_columns(_range=pl.col("row") // RANGE_ROWS)
@@ -122,13 +129,27 @@ def merge_parts(parts: list[Path], path: Path) -> dict[str, int]:
     scans = [pl.scan_parquet(p).select(COLUMNS) for p in parts]
     longest = max((s.select(pl.len()).collect().item() for s in scans), default=0)
     step = max(1, RANGE_ROWS // len(parts))
-    return write_frames(
-        (
-            pl.concat([s.slice(at, step) for s in scans]).sort("row").collect()
-            for at in range(0, longest, step)
-        ),
-        path,
-    )
+    kept = f"the workers' parts are kept: make room, then run again with --resume --workers {len(parts)}"
+    with _local_failures(f"the results file {path}", kept):
+        return write_frames(
+            (
+                pl.concat([s.slice(at, step) for s in scans]).sort("row").collect()
+                for at in range(0, longest, step)
+            ),
+            path,
+        )
+
+
+@contextlib.contextmanager
+def _local_failures(what: str, then: str) -> Iterator[None]:
+    """A failure of the file system (disk full) while writing ``what`` as one line, saying ``then``."""
+    try:
+        yield
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        error = cannot_write(what, exc)
+        if error is None:
+            raise
+        raise LocalError(f"{error}; {then}") from exc
 
 
 def write_frames(frames: Iterable[pl.DataFrame], path: Path) -> dict[str, int]:

@@ -5,7 +5,12 @@ process that reads the file and sends the rows whose number modulo N is its own,
 journal and a results part (Parquet) in ``<results>.workers/``. This process, the coordinator,
 consumes the replies and relays each to its worker (:mod:`.relay`), adds their progress up, passes
 signals on, and joins the parts into the results file. ``--resume`` resumes each unfinished worker
-from its journal and keeps the parts already finished.
+from its journal and keeps the parts already finished (when every part is, it only joins them).
+
+The coordinator takes the results file's lock (:mod:`.lock`) before anything else and holds it to
+the end; each worker inherits it rather than taking it, so the lock is free only once the
+coordinator and every worker it started are gone. The workers' folder is the same unfinished run
+as a one-process journal (:func:`~.journal.check_recorded`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -28,7 +34,8 @@ import orjson
 from . import broker
 from .config import BrokerSettings, ImportOptions
 from .errors import EXIT_INCOMPLETE, BrokerUnreachable, IncompleteRun, InputError
-from .journal import journal_dir, new_run_id
+from .journal import journal_dir, new_run_id, recorded_workers, workers_dir
+from .lock import RunLock, hold_run
 from .pipeline import ImportSummary, Session, run_import, summary_exit_code
 from .progress import Observer, Snapshot
 from .reader import Source
@@ -46,10 +53,6 @@ from .relay import (
 from .results import merge_parts
 
 log = logging.getLogger(__name__)
-
-
-def workers_dir(results_path: Path) -> Path:
-    return results_path.with_name(results_path.name + ".workers")
 
 
 def part_path(folder: Path, shard: int, workers: int) -> Path:
@@ -75,20 +78,40 @@ async def run_workers(
     observer: Observer,
 ) -> ImportSummary:
     """Run the import as ``options.workers`` worker processes and coordinate them."""
+    o = options
+    with hold_run(results_path, resume=o.resume, restart=o.restart, workers=o.workers) as lock:
+        return await _coordinate(source, options, settings, results_path, stop, observer, lock)
+
+
+async def _coordinate(
+    source: Source,
+    options: ImportOptions,
+    settings: BrokerSettings,
+    results_path: Path,
+    stop: asyncio.Event,
+    observer: Observer,
+    lock: RunLock,
+) -> ImportSummary:
     n = options.workers
     folder = workers_dir(results_path)
     parts = [part_path(folder, k, n) for k in range(n)]
     run_id = _prepare(folder, parts, options)
     todo = [k for k in range(n) if not (options.resume and _finished(parts[k]))]
     started = time.monotonic()
-    session = Session(settings, publishing=False)
+    if not todo:
+        observer.close()
+        log.info("every part of run %s is finished: joining them", run_id)
+        return _finish([], parts, results_path, run_id, None, "", stop.is_set(), started)
+    session = Session(settings, publishing=False, stop=stop)
     await session.open()
-    folder.mkdir(parents=True, exist_ok=True)  # only once the broker is there: nothing to resume before
+    if not folder.exists():  # only once the broker is there: nothing to resume before
+        folder.mkdir(parents=True)
+        _write_run(folder, run_id, n)
     workers: list[_Worker] = []
     try:
         writers: list[asyncio.StreamWriter | None] = [None] * n
         # Bounded, so that a shared result queue full of other runs' replies is not taken in at once.
-        router = ShardRouter(run_id, settings.result_queue, writers, prefetch=max(256, 2 * options.window))
+        router = ShardRouter(run_id, settings.result_queue, writers)
         router.finished.update(k for k in range(n) if k not in todo)
         for k in todo:
             spec = dataclasses.replace(
@@ -101,11 +124,11 @@ async def run_workers(
                 resume=options.resume and journal_dir(parts[k]).exists(),
                 restart=False,
             )
-            workers.append(await _spawn(source.path, spec, settings))
+            workers.append(await _spawn(source.path, spec, settings, lock))
             writers[k] = workers[-1].writer
         log.info("run %s: %d workers, replies relayed to each", run_id, len(workers))
-        assert session.consume and session.republish
-        await router.attach(session.tap, session.consume, session.republish)
+        assert session.consume
+        await router.attach(session.tap, session.consume)
         consuming = asyncio.create_task(router.run())
         consuming.add_done_callback(_report_end)
         listening = [asyncio.create_task(_listen(w, router)) for w in workers]
@@ -127,7 +150,7 @@ async def run_workers(
                 w.process.kill()
                 await w.process.wait()
         await session.close()
-    return _finish(workers, parts, results_path, router, failure, stop.is_set(), started)
+    return _finish(workers, parts, results_path, run_id, router, failure, stop.is_set(), started)
 
 
 def _report_end(task: asyncio.Task[None]) -> None:
@@ -136,38 +159,46 @@ def _report_end(task: asyncio.Task[None]) -> None:
 
 
 def _prepare(folder: Path, parts: list[Path], options: ImportOptions) -> str:
-    """Check the folder of parts against --resume/--restart; the run id to use."""
-    if options.restart:
-        shutil.rmtree(folder, ignore_errors=True)
-    if options.resume:
-        if not folder.exists():
-            raise InputError(f"nothing to resume: no workers' journals at {folder}")
-        others = {p.name for p in folder.glob("part-*")} - {p.name for p in parts}
-        others -= {journal_dir(p).name for p in parts}
-        if others:
-            raise InputError(f"cannot resume: {folder} holds a run with another number of --workers")
-        for part in parts:
-            meta = journal_dir(part) / "run.json"
-            if meta.exists():
-                return str(orjson.loads(meta.read_bytes())["run_id"])
-        raise InputError(f"nothing to resume: every part in {folder} is finished")
-    if folder.exists():
+    """Check the folder of parts against --resume (:func:`check_recorded` checked the rest, and did
+    --restart); the run id to use."""
+    if not options.resume:
+        return options.run_id or new_run_id()
+    if not folder.exists():
+        raise InputError(f"nothing to resume: no workers' journals at {folder}")
+    recorded = recorded_workers(folder)
+    others = {p.name for p in folder.glob("part-*")} - {p.name for p in parts}
+    others -= {journal_dir(p).name for p in parts}
+    if others or recorded not in (None, len(parts)):
+        ran = f" ({recorded})" if recorded else ""
         raise InputError(
-            f"an unfinished run of this file is recorded in {folder}: "
-            "pass --resume to finish it, or --restart to discard it and start again"
+            f"cannot resume: {folder} holds a run with another number of --workers{ran}: "
+            f"pass --resume --workers {recorded or 'N'}"
         )
-    return options.run_id or new_run_id()
+    for meta in [folder / "run.json", *(journal_dir(p) / "run.json" for p in parts)]:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return str(orjson.loads(meta.read_bytes())["run_id"])
+    if all(_finished(p) for p in parts):
+        return ""
+    raise InputError(f"nothing to resume: no workers' journals at {folder}")
+
+
+def _write_run(folder: Path, run_id: str, workers: int) -> None:
+    """What a resume needs to know before any worker has a journal: the run id and the workers."""
+    meta = folder / "run.json"
+    tmp = meta.with_name(meta.name + ".tmp")
+    tmp.write_bytes(orjson.dumps({"run_id": run_id, "workers": workers}))
+    os.replace(tmp, meta)
 
 
 def _finished(part: Path) -> bool:
     return part.exists() and not journal_dir(part).exists()
 
 
-async def _spawn(path: Path, options: ImportOptions, settings: BrokerSettings) -> _Worker:
+async def _spawn(path: Path, options: ImportOptions, settings: BrokerSettings, lock: RunLock) -> _Worker:
     """Start ``bulk-import worker`` on a socket pair and send it what to import.
 
     A session of its own: a terminal's Ctrl-C reaches only the coordinator, which passes one
-    SIGTERM on per signal it gets.
+    SIGTERM on per signal it gets. It inherits the results file's lock, and is named in it.
     """
     assert options.shard is not None
     ours, theirs = socket.socketpair()
@@ -185,11 +216,12 @@ async def _spawn(path: Path, options: ImportOptions, settings: BrokerSettings) -
             str(level),
             "--name",
             name,
-            pass_fds=(theirs.fileno(),),
+            pass_fds=(theirs.fileno(), lock.fd),
             start_new_session=True,
         )
     finally:
         theirs.close()
+    lock.add(process.pid)
     reader, writer = await asyncio.open_unix_connection(sock=ours)
     writer.write(frame(SPEC, encode_spec(path, options, settings)))
     return _Worker(options.shard[0], process, reader, writer)
@@ -252,9 +284,9 @@ async def _supervise(
         if session.lost and not failure:
             try:
                 await session.reopen(ConnectionError("the connection closed"))
-                assert session.consume and session.republish
+                assert session.consume
                 async with asyncio.timeout(30):
-                    await router.attach(session.tap, session.consume, session.republish)
+                    await router.attach(session.tap, session.consume)
             except (BrokerUnreachable, TimeoutError) as exc:
                 failure = str(exc) or "consuming again timed out"
                 log.error("%s; the workers finish without replies", failure)
@@ -279,7 +311,8 @@ def _finish(
     workers: list[_Worker],
     parts: list[Path],
     results_path: Path,
-    router: ShardRouter,
+    run_id: str,
+    router: ShardRouter | None,
     failure: str,
     interrupted: bool,
     started: float,
@@ -301,7 +334,7 @@ def _finish(
     elapsed = time.monotonic() - started
     reasons = sorted({s["reason"] for s in summaries if s["reason"]} | ({failure} if failure else set()))
     return ImportSummary(
-        run_id=router.run_id,
+        run_id=run_id,
         rows=rows,
         counts=counts,
         elapsed_s=round(elapsed, 3),
@@ -312,9 +345,10 @@ def _finish(
         journal=folder if exit_code == EXIT_INCOMPLETE else None,
         interrupted=interrupted,
         reason="; ".join(reasons),
-        duplicate_replies=sum(s["duplicate_replies"] for s in summaries) + router.late_duplicates,
-        foreign_replies=router.counts.foreign,
-        malformed_replies=router.counts.malformed,
+        duplicate_replies=sum(s["duplicate_replies"] for s in summaries)
+        + (router.late_duplicates if router else 0),
+        foreign_replies=router.counts.foreign if router else 0,
+        malformed_replies=router.counts.malformed if router else 0,
         reconnects=sum(s["reconnects"] for s in summaries),
     )
 
@@ -337,8 +371,10 @@ async def serve_worker(fd: int, stop: asyncio.Event) -> ImportSummary:
     summary = await run_import(
         path, options, settings, stop=stop, observer=RelayProgress(writer), relay=(reader, writer)
     )
-    writer.write(frame(FINAL, summary.to_json()))
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
+    # A coordinator that is gone gets no summary; the worker still ends as its run did.
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        if not writer.is_closing():
+            writer.write(frame(FINAL, summary.to_json()))
+            await writer.drain()
     writer.close()
     return summary

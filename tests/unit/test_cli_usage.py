@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -85,3 +86,21 @@ def test_all_is_sorted_and_complete() -> None:
     assert names == sorted(names, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
     for name in names:
         assert hasattr(bulk_import, name)
+
+
+def test_every_option_has_help_and_is_in_the_readme() -> None:
+    """Each command's options explain themselves in --help and are named in README.md."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = []
+    for name, command in cli.commands.items():
+        if command.hidden:
+            continue
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name == "help":
+                continue
+            longest = max(param.opts, key=len)
+            if not param.help:
+                missing.append(f"{name} {longest}: no help")
+            if longest not in readme:
+                missing.append(f"{name} {longest}: not in README.md")
+    assert not missing, "\n".join(missing)

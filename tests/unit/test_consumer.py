@@ -42,11 +42,11 @@ async def acks_after_a_reconnect() -> tuple[list[tuple[int, bool]], list[int]]:
     )
     tap = Tap()
     old, new = Channel(1, dead=True), Channel(1)
-    await consumer.attach(tap, old, old)  # type: ignore[arg-type]
+    await consumer.attach(tap, old)  # type: ignore[arg-type]
     running = asyncio.create_task(consumer.run())
     consumer._on_deliveries([reply(1, 10), reply(2, 11)])
     await asyncio.sleep(0.2)  # the loop is now stuck acking on the dead connection
-    await consumer.attach(tap, new, new)  # type: ignore[arg-type]
+    await consumer.attach(tap, new)  # type: ignore[arg-type]
     consumer._on_deliveries([reply(1, 12)])
     await asyncio.sleep(0.2)
     consumer.stop()

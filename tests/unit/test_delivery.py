@@ -12,7 +12,7 @@ from pamqp import commands as spec
 from pamqp import frame as pamqp_frame
 from pamqp.heartbeat import Heartbeat
 
-from bulk_import.delivery import Acks, Delivery, Tap, TapReader
+from bulk_import.delivery import Delivery, Tap, TapReader
 from bulk_import.frames import content_frames
 
 TAPPED = 3
@@ -85,16 +85,3 @@ def test_untapped_reader_passes_everything(loop: asyncio.AbstractEventLoop) -> N
     data = deliver(TAPPED, 1, b"x")
     reader.feed_data(data)
     assert passed_through(reader) == data
-
-
-def test_acks_wait_for_gaps() -> None:
-    """multiple acks stop below a tag still in work, and move on once it settles."""
-    acks = Acks()
-    acks.settle([1, 2, 4, 5])
-    assert acks.to_send() == 2
-    assert acks.to_send() == 0
-    acks.settle([3])
-    assert acks.to_send() == 5
-    acks.reset()
-    acks.settle([1])
-    assert acks.to_send() == 1

@@ -59,10 +59,44 @@ def test_reply_for_rejected_row_is_unexpected() -> None:
 
 def test_reply_from_earlier_attempt_before_the_row_is_read() -> None:
     """On resume a reply can arrive for a row not read yet: it is answered and never sent again."""
-    ledger = Ledger()
+    ledger = Ledger(sent_before=11)
     assert ledger.answer(10)
     assert ledger.is_answered(10)
     assert ledger.awaiting == 0
+
+
+def test_reply_naming_a_row_far_beyond_the_run_changes_nothing() -> None:
+    """A reply naming row 999999999999 of this run is counted, and the ledger does not grow to it."""
+    ledger = Ledger()
+    ledger.send([0, 1])
+    assert not ledger.answer(999_999_999_999)
+    assert not ledger.answer(999_999_999_999)
+    assert (ledger.unexpected, ledger.first_unexpected) == (2, 999_999_999_999)
+    assert len(ledger.state) == 2
+    assert (ledger.awaiting, ledger.answered, ledger.duplicates) == (2, 0, 0)
+    assert not ledger.is_answered(999_999_999_999)
+
+
+def test_reply_for_a_row_not_sent_yet_is_unexpected() -> None:
+    """Only rows the run has sent are answered: not a row it has yet to send, nor one it skipped."""
+    ledger = Ledger()
+    ledger.send([0, 2])
+    assert not ledger.answer(1)
+    assert not ledger.answer(3)
+    assert ledger.unexpected == 2
+    assert list(ledger.state) == [SENT, PENDING, SENT]
+    assert ledger.answer(2)
+    assert ledger.awaiting == 1
+
+
+def test_resumed_run_takes_earlier_attempts_rows_only() -> None:
+    """Resumed, a reply for a row an earlier attempt may have sent counts; one past them does not."""
+    ledger = Ledger(sent_before=100)
+    assert ledger.answer(99)
+    assert not ledger.answer(100)
+    assert not ledger.answer(999_999_999_999)
+    assert ledger.unexpected == 2
+    assert len(ledger.state) == 100
 
 
 def test_failed_rows_stop_being_awaited() -> None:

@@ -74,7 +74,7 @@ def test_a_worker_gets_the_options_it_was_given(tmp_path: Path) -> None:
 
 def test_router_acks_late_duplicates_of_finished_shards() -> None:
     """A reply for a finished shard is settled at once; one for a live shard waits for its worker."""
-    router = ShardRouter("run1", "results", [None, None, None], prefetch=8)
+    router = ShardRouter("run1", "results", [None, None, None])
     router.finished.add(1)
     reply = parse_reply(b'{"error":0,"feedback_id":"run1-4"}')
     late = Delivery(delivery_tag=7, redelivered=True, body=b"{}", header_frame=b"")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import random
+import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -13,6 +18,7 @@ from hypothesis import strategies as st
 
 from bulk_import import journal as journal_module
 from bulk_import import results
+from bulk_import.errors import LocalError
 from bulk_import.journal import Journal
 from bulk_import.messages import Reply
 from bulk_import.reconcile import ANSWERED, CONFIRMED, FAILED, REJECTED, Ledger, final_status
@@ -103,3 +109,135 @@ def test_parts_of_workers_merge_in_row_order(tmp_path: Path, monkeypatch: pytest
     assert got["row"].to_list() == list(range(n))
     assert got["key"].to_list() == [f"key{r}" for r in range(n)]
     assert counts["ok"] == n
+
+
+NO_SPACE = "No space left on device (os error 28)"
+
+
+def _small_run(folder: Path, rows: int = 10) -> tuple[Journal, Ledger]:
+    journal = Journal.open(folder / "r.csv.journal", {}, resume=False, run_id="run1")
+    keys = pl.DataFrame(
+        {"row": list(range(rows)), "key": [f"k{r}" for r in range(rows)], "reason": [None] * rows}
+    )
+    journal.record_keys(0, keys.cast({"row": pl.Int64, "reason": pl.String}))
+    for r in range(rows):
+        journal.record_reply(r, Reply(f"run1-{r}", 0, "", "email", f"p{r}"))
+    journal.sync(force=True)
+    return journal, Ledger(state=bytearray([ANSWERED]) * rows)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_results_file_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """No room for the results file: one LocalError line (exit 4), no temporary file, the journal kept."""
+    journal, ledger = _small_run(tmp_path)
+    out = tmp_path / f"r{suffix}"
+
+    def csv_half_written(frame: pl.DataFrame, fh: Any, **_: Any) -> None:
+        fh.write(b"row,key\n0,k0\n")
+        raise OSError(NO_SPACE)
+
+    def parquet_refused(*_: Any, **__: Any) -> None:
+        raise pl.exceptions.ComputeError(
+            f"parquet: File out of specification: underlying IO error: {NO_SPACE}"
+        )
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", csv_half_written)
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", parquet_refused)
+    with pytest.raises(LocalError) as failed:
+        results.write_run_results(journal, ledger, 10, out)
+    assert str(failed.value) == (
+        f"cannot write the results file {out}: No space left on device; "
+        "the journal is kept: make room, then run again with --resume"
+    )
+    assert failed.value.exit_code == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv.journal"]
+    assert sorted(p.name for p in journal.path.iterdir()) == ["keys", "replies.ndjson", "run.json"]
+    monkeypatch.undo()
+    assert results.write_run_results(journal, ledger, 10, out)["ok"] == 10
+    journal.close()
+
+
+def test_joining_parts_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = []
+    for k in range(2):
+        parts.append(tmp_path / f"part-{k}-of-2.parquet")
+        pl.DataFrame(
+            {c: ["x"] for c in results.COLUMNS} | {"row": [k], "error": [0], "status": ["ok"]}
+        ).write_parquet(parts[-1])
+
+    def full(*_: Any, **__: Any) -> None:
+        raise OSError(NO_SPACE)
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", full)
+    with pytest.raises(LocalError, match=r"No space left on device; .* run again with --resume --workers 2$"):
+        results.merge_parts(parts, tmp_path / "all.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-0-of-2.parquet", "part-1-of-2.parquet"]
+
+
+def test_other_failures_are_not_taken_for_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal, ledger = _small_run(tmp_path)
+
+    def bug(*_: Any, **__: Any) -> None:
+        raise pl.exceptions.SchemaError("a column of the wrong type")
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", bug)
+    with pytest.raises(pl.exceptions.SchemaError):
+        results.write_run_results(journal, ledger, 10, tmp_path / "r.csv")
+    journal.close()
+
+
+def test_journal_writes_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each journal write that the disk refuses is a LocalError naming the file and the OS's reason."""
+    journal, _ = _small_run(tmp_path)
+
+    def keys_refused(*_: Any, **__: Any) -> None:
+        raise pl.exceptions.ComputeError(f"parquet: underlying IO error: {NO_SPACE}")
+
+    with monkeypatch.context() as m:
+        m.setattr(pl.DataFrame, "write_parquet", keys_refused)
+        with pytest.raises(LocalError) as failed:
+            journal.record_keys(10, pl.DataFrame({"row": [10], "key": ["k"], "reason": [None]}))
+    target = journal.keys_dir / "000000000010.parquet"
+    assert str(failed.value) == f"cannot write the run's journal ({target}): No space left on device"
+    assert sorted(p.name for p in journal.keys_dir.iterdir()) == ["000000000000.parquet"]
+
+    class FullFile(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    replies = journal._replies
+    journal._replies = FullFile()
+    expected = f"cannot write the run's journal ({journal.replies_path}): No space left on device"
+    with pytest.raises(LocalError, match=re.escape(expected)):
+        journal.record_reply(11, Reply("run1-11", 0, "", "email", "p"))
+    journal._dirty = True
+    with pytest.raises(LocalError, match=re.escape(expected)):
+        journal.sync(force=True)
+    journal._replies = replies
+    journal.close()
+
+
+def test_resume_takes_replies_for_rows_any_earlier_attempt_read(tmp_path: Path) -> None:
+    """The rows read before bound the rows an earlier attempt may have sent, over every attempt."""
+    path = tmp_path / "r.csv.journal"
+    keys = pl.DataFrame({"row": list(range(20)), "key": ["k"] * 20, "reason": [None] * 20}).cast(
+        {"row": pl.Int64, "reason": pl.String}
+    )
+    first = Journal.open(path, {}, resume=False, run_id="run1")
+    assert first.sent_before == 0
+    first.record_keys(0, keys.head(10))
+    first.record_keys(10, keys.tail(10))
+    first.close()
+    second = Journal.open(path, {}, resume=True)
+    assert second.sent_before == 20
+    assert list(second.keys_dir.iterdir()) == []
+    second.record_keys(0, keys.head(5))
+    second.close()
+    third = Journal.open(path, {}, resume=True)
+    assert third.sent_before == 20
+    third.close()
