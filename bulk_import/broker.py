@@ -26,6 +26,7 @@ from .errors import (
     ConnectionLost,
     QueueMissing,
 )
+from .publisher import BLOCKED_CHECK_S, unblocked
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +234,39 @@ async def _queue_check(
 UNROUTABLE = "amq.bulk-import.write-check"
 
 
-async def check_write(channel: aiormq.Channel, settings: BrokerSettings) -> None:
-    """Fail now, before anything is recorded, when the user may not publish on the default exchange."""
+async def check_write(channel: aiormq.Channel, settings: BrokerSettings, stop: asyncio.Event) -> None:
+    """Fail now, before anything is recorded, when the user may not publish on the default exchange.
+
+    A broker under a resource alarm blocks the connection once it publishes, and so the check
+    (and every frame after it) until the alarm clears: that is said once, and a stop ends the wait.
+    """
+    free = unblocked(channel.connection)
     with map_amqp_errors(settings):
-        await channel.basic_publish(b"", exchange="", routing_key=UNROUTABLE)
+        check = asyncio.ensure_future(channel.basic_publish(b"", exchange="", routing_key=UNROUTABLE))
+        stopping = asyncio.ensure_future(stop.wait())
+        clear = asyncio.ensure_future(free.wait())
+        try:
+            said = False
+            while not (check.done() and free.is_set()):
+                waits = {stopping, check if not check.done() else clear}
+                await asyncio.wait(waits, timeout=BLOCKED_CHECK_S, return_when="FIRST_COMPLETED")
+                if check.done() and free.is_set():
+                    break
+                if stop.is_set():
+                    raise BrokerUnreachable(
+                        "stopped while the broker was blocking publishing (a resource alarm)"
+                    )
+                if not said and not free.is_set():
+                    said = True
+                    log.warning(
+                        "publishing paused: the broker is blocking this connection (a resource alarm)"
+                    )
+            check.result()
+            if said:
+                log.warning("publishing resumed: the broker unblocked this connection")
+        finally:
+            for waiter in (check, stopping, clear):
+                waiter.cancel()
 
 
 async def close_quietly(connection: aiormq.Connection | None) -> None:

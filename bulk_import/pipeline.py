@@ -139,7 +139,7 @@ class Session:
         await broker.ensure_queues(self.connection, s, s.queue, s.result_queue)
         if self.publishing:
             self.publish = await broker.open_channel(self.connection, s, confirms=True)
-            await broker.check_write(self.publish, s)
+            await broker.check_write(self.publish, s, self.stop)
         if self.consuming:
             self.consume = await broker.open_channel(self.connection, s, confirms=False)
 

@@ -36,6 +36,12 @@ BLOCKED_CHECK_S = 1.0
 Tokens = list[int]
 
 
+def unblocked(connection: aiormq.abc.AbstractConnection) -> asyncio.Event:
+    """aiormq's record of ``connection.blocked`` / ``unblocked`` (pinned version): set when not blocked."""
+    event: asyncio.Event = connection._Connection__connection_unblocked  # type: ignore[attr-defined]
+    return event
+
+
 @dataclass(slots=True)
 class _Chunk:
     """Messages written together; their delivery tags are ``first_tag`` onwards."""
@@ -236,10 +242,8 @@ class Publisher:
         await self._until(drained)
 
     def _unblocked(self) -> asyncio.Event:
-        """aiormq's record of ``connection.blocked`` / ``unblocked`` (pinned version)."""
         assert self._connection is not None
-        event: asyncio.Event = self._connection._Connection__connection_unblocked  # type: ignore[attr-defined]
-        return event
+        return unblocked(self._connection)
 
     def note_blocked(self) -> None:
         """Say once why confirms stopped coming, when the broker is what stopped them."""
