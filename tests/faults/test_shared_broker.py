@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiormq
 import orjson
+import polars as pl
 import pytest
 
 from tests.faults import broker_control
@@ -368,3 +369,36 @@ def test_resume_after_the_replies_expired_says_what_it_will_do(
     assert again.returncode == 0, again.stderr
     assert "imported a second time" in again.stderr
     assert "triggers fire again" in again.stderr
+
+
+def test_keys_go_as_the_platform_documents_them(queues: Queues, tmp_path: Path) -> None:
+    """Float and list keys through the real broker and the stand-in: whole floats and tag lists
+    are imported (the same key twice finds the same profile), other floats are rejected, nothing
+    exits 70."""
+    data = tmp_path / "keys.parquet"
+    pl.DataFrame(
+        {
+            "CRM_ID": [42.0, 42.5, 7.0, float("nan")],
+            "tags": [["b", "a"], ["x"], [" a", "b"], []],
+            "phones": [["+7 (900) 123-45-67"], None, ["8-900-000-00-00", ""], None],
+        }
+    ).write_parquet(data)
+    with emulator(queues):
+        by_crm = run_cli(
+            "run", data, "--db", "1", *queues.args(), "--matching", "custom", "--field", "CRM_ID",
+            "--results", tmp_path / "crm.csv",
+        )  # fmt: skip
+        by_tags = run_cli(
+            "run", data, "--db", "1", *queues.args(), "--matching", "custom", "--field", "tags",
+            "--results", tmp_path / "tags.csv",
+        )  # fmt: skip
+    assert by_crm.returncode == 1, by_crm.stderr
+    crm = accounted(4, tmp_path / "crm.csv")
+    assert crm["status"].to_list() == ["ok", "rejected", "ok", "rejected"]
+    assert crm["key"].to_list()[0] == "42"
+    assert "not a whole number" in crm["error_text"][1]
+    assert by_tags.returncode == 1, by_tags.stderr
+    tags = accounted(4, tmp_path / "tags.csv")
+    assert tags["status"].to_list() == ["ok", "ok", "ok", "rejected"]
+    # "b, a" and "a, b" are one set of tags: the third row updated the first row's profile.
+    assert tags["profile_id"][0] == tags["profile_id"][2]
