@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
 
 import aiormq
 import aiormq.exceptions as amqp_errors
@@ -155,7 +156,10 @@ async def connect(settings: BrokerSettings, *, tap: Tap | None = None) -> aiormq
 
     With a ``tap``, one channel's deliveries are read in bulk (:mod:`bulk_import.delivery`).
     """
-    connection = aiormq.Connection(settings.url, transport_factory=None if tap is None else TapTransport(tap))
+    url = settings.url
+    if "heartbeat" not in parse_qs(urlsplit(url).query):
+        url += f"{'&' if '?' in url else '?'}heartbeat={settings.heartbeat}"
+    connection = aiormq.Connection(url, transport_factory=None if tap is None else TapTransport(tap))
     try:
         with map_amqp_errors(settings):
             async with asyncio.timeout(settings.connect_timeout):

@@ -86,6 +86,10 @@ class BrokerSettings:
     #: Seconds the result queue keeps a reply (its ``x-message-ttl``): what ``declare`` gives it,
     #: and how old an unfinished run can be before ``--resume`` finds its replies gone.
     result_ttl: float = DEFAULT_RESULT_TTL_S
+    #: Seconds between heartbeats, unless the URL says (``?heartbeat=N``): a link that went silent
+    #: is taken for dead after three of them, and reconnected (the broker's default, 60 s, meant
+    #: over three minutes of a run waiting on a dead socket).
+    heartbeat: int = 10
 
     def __post_init__(self) -> None:
         validate_amqp_url(self.url)

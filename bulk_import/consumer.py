@@ -25,6 +25,7 @@ import aiormq
 import orjson
 
 from .delivery import Delivery, Settlements, Tap, untapped
+from .errors import QueueMissing
 from .messages import MalformedReply, Reply, parse_feedback_id, parse_reply
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,19 @@ class ReplyConsumer:
         self._held.clear()
         self._channel = channel
         tap.attach(channel.number, self._on_deliveries)
+        channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
         if self.prefetch:
             await channel.basic_qos(prefetch_count=self.prefetch)
         await channel.basic_consume(self.queue, untapped)
+
+    def _on_cancelled(self, frame: object) -> None:
+        """The broker ended the consumer: the queue was deleted (or the node holding it went)."""
+        exc = QueueMissing(
+            f"the broker cancelled the consumer of {self.queue!r}: the queue was deleted; "
+            "replies to what was sent can no longer come"
+        )
+        self.failure = exc
+        self.on_failure(exc)
 
     def _on_deliveries(self, batch: list[Delivery]) -> None:
         if self.failure is not None:

@@ -45,6 +45,8 @@ class Wire:
     frame_max: int
     routing_key: str
     exchange: str = ""
+    #: Have the broker return a message no queue takes (``basic.return``) instead of dropping it.
+    mandatory: bool = False
 
     @property
     def method(self) -> bytes:
@@ -54,7 +56,8 @@ class Wire:
 @lru_cache(maxsize=64)
 def _method_frame(wire: Wire) -> bytes:
     return pamqp_frame.marshal(
-        spec.Basic.Publish(exchange=wire.exchange, routing_key=wire.routing_key), wire.channel
+        spec.Basic.Publish(exchange=wire.exchange, routing_key=wire.routing_key, mandatory=wire.mandatory),
+        wire.channel,
     )
 
 

@@ -36,13 +36,14 @@ from .errors import (
     ConnectionLost,
     InputError,
     LocalError,
+    QueueMissing,
 )
 from .frames import Wire, encode_messages
 from .journal import Journal, journal_dir, run_started
 from .lock import hold_run
 from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
-from .publisher import Publisher
+from .publisher import Publisher, Returned
 from .reader import Source, open_source
 from .reconcile import ANSWERED, Ledger
 from .relay import RelayedReplies
@@ -232,8 +233,9 @@ class Run:
         self.failure: str = ""
         #: A refusal by the broker (permissions, a queue's arguments): stop, never reconnect.
         self.refused: BrokerError | None = None
-        #: What failed on this machine under the consumer (a journal write): stop at once.
-        self.local_failure: BaseException | None = None
+        #: What stops the run at once, whatever it waits on: a journal that cannot be written, a
+        #: request or result queue deleted under the run.
+        self.halted: BaseException | None = None
         #: Whether the drain time ran out after a stop and the waiting was cut short.
         self.cut = False
         self.replied = asyncio.Event()
@@ -287,6 +289,7 @@ class Run:
                 on_failed=self.ledger.fail,
                 nack_retries=self.options.nack_retries,
                 done=self.ledger.is_answered,
+                on_returned=self._on_returned,
             )
             if self.relay is None:
                 self.consumer = ReplyConsumer(
@@ -294,7 +297,7 @@ class Run:
                     self.settings.result_queue,
                     on_reply=self._on_reply,
                     before_ack=journal.sync,
-                    on_failure=self._on_local_failure,
+                    on_failure=self._halt,
                 )
             else:
                 self.consumer = RelayedReplies(
@@ -339,8 +342,8 @@ class Run:
                 consuming.cancel()
                 await asyncio.gather(consuming, return_exceptions=True)
                 await self._flush_acks()
-            if self.local_failure is not None:
-                raise _local_error(self.local_failure)
+            if self.halted is not None:
+                raise _local_error(self.halted)
             nothing_sent = not self.ledger.answered and not self.publisher.confirmed
             if self.refused is not None and nothing_sent and not self.options.resume:
                 journal.remove()  # nothing went out: nothing to resume
@@ -445,10 +448,21 @@ class Run:
         self.ledger.confirm(rows)
         self.clock.last_confirm = time.monotonic()
 
-    def _on_local_failure(self, exc: BaseException) -> None:
-        """The journal failed under the consumer: stop sending and waiting at once."""
-        self.local_failure = exc
+    def _halt(self, exc: BaseException) -> None:
+        """Stop sending and waiting at once (the first cause is the one reported)."""
+        if self.halted is None:
+            self.halted = exc
         self.replied.set()
+
+    def _on_returned(self, returned: Returned) -> None:
+        """A message came back unrouted: the request queue is gone, and so is everything sent now."""
+        self._halt(
+            QueueMissing(
+                f"the broker returned a message sent to {self.settings.queue!r} ({returned.reply_code} "
+                f"{returned.reply_text}): the queue no longer exists at {self.settings.safe_url}; "
+                "what was sent is in the journal, --resume goes on once the queue is back"
+            )
+        )
 
     def _on_reply(self, row: int, reply: Reply) -> None:
         assert self.journal is not None
@@ -509,13 +523,13 @@ class Run:
                 if self.clock.first_publish is None:
                     self.clock.first_publish = time.monotonic()
                 await self._guarded(lambda r=rows, m=messages, w=p.wire: publisher.publish(r, m, w))  # type: ignore[misc]
-                if self.stop.is_set() or self.local_failure:
+                if self.stop.is_set() or self.halted:
                     break
-            if self.stop.is_set() or self.failure or self.local_failure:
+            if self.stop.is_set() or self.failure or self.halted:
                 break
         if self.stop.is_set():
             log.warning("stopping: no more rows are sent; waiting for what is in flight")
-        if self.local_failure is not None:
+        if self.halted is not None:
             return
         drain = self.options.drain_timeout if self.stop.is_set() else None
         try:
@@ -541,7 +555,7 @@ class Run:
         since = time.monotonic()
         deadline = float("inf")
         while not enough():
-            if self.local_failure is not None:
+            if self.halted is not None:
                 return False
             now = time.monotonic()
             if self.stop.is_set():

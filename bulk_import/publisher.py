@@ -36,6 +36,15 @@ BLOCKED_CHECK_S = 1.0
 Tokens = list[int]
 
 
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """A message the broker sent back (``basic.return``): why, and which one."""
+
+    reply_code: int
+    reply_text: str
+    message_id: str
+
+
 def unblocked(connection: aiormq.abc.AbstractConnection) -> asyncio.Event:
     """aiormq's record of ``connection.blocked`` / ``unblocked`` (pinned version): set when not blocked."""
     event: asyncio.Event = connection._Connection__connection_unblocked  # type: ignore[attr-defined]
@@ -123,9 +132,13 @@ class Publisher:
         chunk: int = 256,
         done: Callable[[int], bool] = lambda token: False,
         exchange: str = "",
+        on_returned: Callable[[Returned], None] | None = None,
     ) -> None:
         self.routing_key = routing_key
         self.exchange = exchange
+        #: With a callback, messages are published ``mandatory``: one that no queue takes (its queue
+        #: was deleted) comes back, and is reported here, before its confirm.
+        self.on_returned = on_returned
         self.window = max(1, window)
         self.chunk = max(1, min(chunk, self.window))
         self.nack_retries = nack_retries
@@ -166,11 +179,12 @@ class Publisher:
         assert isinstance(connection, aiormq.Connection)
         self._connection = connection
         frame_max = channel.connection.connection_tune.frame_max or 131072
-        wire = Wire(channel.number, frame_max, self.routing_key, self.exchange)
+        wire = Wire(channel.number, frame_max, self.routing_key, self.exchange, self.on_returned is not None)
         if self.wire is not None and wire != self.wire:
             self._outbox.reframe(self.wire, wire)
         self.wire = wire
         channel._on_confirm_frame = self._on_confirm_frame  # type: ignore[method-assign]
+        channel._on_return_frame = self._on_return_frame  # type: ignore[method-assign]
         self._closed = channel.closing
         self._closed.add_done_callback(lambda _: self._space.set())
 
@@ -279,6 +293,19 @@ class Publisher:
         if self._closed.done():
             reason = None if self._closed.cancelled() else self._closed.exception()
             raise ConnectionLost(f"the connection to the broker was lost ({reason or 'closed'})")
+
+    async def _on_return_frame(self, frame: spec.Basic.Return) -> None:
+        """A message the broker could not route: its content follows; read it the way aiormq does."""
+        channel = self._channel
+        assert channel is not None
+        header = await channel._Channel__get_content_header()  # type: ignore[attr-defined]
+        message = await channel._read_content(frame, header)
+        if self.on_returned is not None:
+            self.on_returned(
+                Returned(
+                    frame.reply_code or 0, frame.reply_text or "", message.header.properties.message_id or ""
+                )
+            )
 
     async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject) -> None:
         ok = isinstance(frame, spec.Basic.Ack)

@@ -21,11 +21,13 @@ import polars as pl
 import pytest
 
 from tests.faults import broker_control
+from tests.faults.proxy import relay_to_broker
 from tests.faults.test_faults import ROWS, accounted, exited, note, run_args, start_run, when_replies_reach
 from tests.helpers import (
     AMQP_URL,
     Queues,
     declare,
+    delete,
     emulator,
     queue_state,
     run_cli,
@@ -402,3 +404,48 @@ def test_keys_go_as_the_platform_documents_them(queues: Queues, tmp_path: Path) 
     assert tags["status"].to_list() == ["ok", "ok", "ok", "rejected"]
     # "b, a" and "a, b" are one set of tags: the third row updated the first row's profile.
     assert tags["profile_id"][0] == tags["profile_id"][2]
+
+
+def test_a_dead_link_is_noticed_by_its_heartbeats(
+    samples: dict[str, Path], queues: Queues, tmp_path: Path
+) -> None:
+    """The network path goes silent (no reset): the run notices within a few heartbeats,
+    reconnects and finishes all ok, where it used to wait until the reply timeout."""
+    results = tmp_path / "r.csv"
+    with emulator(queues), relay_to_broker() as relay:
+        url = f"amqp://guest:guest@127.0.0.1:{relay.port}/"
+        proc = start_run(samples["20k.parquet"], queues, results, "--amqp-url", url, "--reply-timeout", "60")
+        when_replies_reach(results, 2000, proc)
+        relay.go_silent()
+        _, err = proc.communicate(timeout=300)
+    assert exited(proc) == 0, err
+    assert "reconnected" in err
+    assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
+
+
+def test_a_deleted_request_queue_is_reported_at_once(
+    samples: dict[str, Path], queues: Queues, tmp_path: Path
+) -> None:
+    """Messages to a request queue deleted mid-run come back (mandatory): exit 3 saying so."""
+    results = tmp_path / "r.csv"
+    declare(queues.request, queues.result)
+    proc = start_run(samples["100k.parquet"], queues, results, "--max-pending", "0", "--reply-timeout", "600")
+    time.sleep(1.5)
+    delete(queues.request)
+    _, err = proc.communicate(timeout=120)
+    assert exited(proc) == 3, err
+    assert "no longer exists" in err
+
+
+def test_a_deleted_result_queue_is_reported_at_once(
+    samples: dict[str, Path], queues: Queues, tmp_path: Path
+) -> None:
+    """The result queue deleted mid-run cancels the consumer: exit 3 saying so, not a reply timeout."""
+    results = tmp_path / "r.csv"
+    declare(queues.request, queues.result)
+    proc = start_run(samples["small.csv"], queues, results, "--reply-timeout", "600")
+    time.sleep(2)
+    delete(queues.result)
+    _, err = proc.communicate(timeout=120)
+    assert exited(proc) == 3, err
+    assert "cancelled the consumer" in err
