@@ -177,11 +177,11 @@ class Journal:
         try:
             if resume:
                 recorded = orjson.loads(meta.read_bytes())
-                differs = sorted(k for k, v in identity.items() if recorded.get("identity", {}).get(k) != v)
+                differs = differences(recorded.get("identity", {}), identity)
                 if differs:
                     raise InputError(
-                        f"cannot resume: {', '.join(differs)} differ from the run recorded in {path}; "
-                        "use --restart to start again"
+                        f"cannot resume the run recorded in {path}: {'; '.join(differs)}. Run it as it "
+                        "was started to finish it, or pass --restart to start again"
                     )
                 journal = cls(path, recorded["run_id"], identity)
                 # The rows read before (their keys are about to be recorded again) bound the rows
@@ -286,6 +286,51 @@ class Journal:
     def remove(self) -> None:
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+#: What each recorded fact of a run is called on the command line.
+_OPTION_NAMES = {
+    "account_id": "--account",
+    "db_id": "--db",
+    "matching": "--matching",
+    "key": "the key column (--field or --key-column)",
+    "shard": "the worker's share",
+    "rename": "--rename",
+    "exclude": "--exclude",
+    "update_only": "--update-only",
+    "skip_triggers": "--skip-triggers",
+    "resource_id": "--resource-id",
+    "nulls": "--nulls",
+    "types": "--type",
+    "delimiter": "--delimiter",
+    "file_format": "--format",
+}
+
+
+def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between a recorded run and this one, in the words of the command line."""
+    out: list[str] = []
+    if recorded.get("input") != now.get("input"):
+        out.append(f"it read {recorded.get('input')}, not {now.get('input')}")
+    elif recorded.get("size") != now.get("size") or recorded.get("mtime_ns") != now.get("mtime_ns"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(recorded.get("mtime_ns", 0)) / 1e9))
+        out.append(
+            f"the input file changed since ({recorded.get('size')} bytes modified {when} then, "
+            f"{now.get('size')} bytes now): its rows may not be the ones sent"
+        )
+    for key, name in _OPTION_NAMES.items():
+        before, after = recorded.get(key), now.get(key)
+        if key in now and key in recorded and before != after:
+            out.append(f"{name} was {_shown(before)}, now {_shown(after)}")
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None or value is False or value in ({}, []):
+        return "not given"
+    if value is True:
+        return "given"
+    return repr(value)
 
 
 def _truncate_partial_line(path: Path) -> None:

@@ -254,6 +254,14 @@ class Run:
             "shard": list(o.shard) if o.shard else None,
             "rename": dict(o.rename),
             "exclude": list(o.exclude),
+            # Everything else that shapes a message or how the file is read.
+            "update_only": o.update_only,
+            "skip_triggers": o.skip_triggers,
+            "resource_id": o.resource_id,
+            "nulls": o.nulls,
+            "types": dict(o.types),
+            "delimiter": o.delimiter,
+            "file_format": o.file_format,
         }
 
     async def execute(self) -> ImportSummary:
