@@ -16,9 +16,13 @@ import click
 import orjson
 
 from . import errors
+from .api_call import ApiCall, call_api, parse_body
 from .config import (
     AMQP_URL_ENV,
+    API_TOKEN_ENV,
     DEFAULT_AMQP_URL,
+    DEFAULT_API_QUEUE,
+    DEFAULT_API_RESULT_QUEUE,
     DEFAULT_QUEUE,
     DEFAULT_RESULT_QUEUE,
     DEFAULT_RESULT_TTL_S,
@@ -30,7 +34,7 @@ from .config import (
     with_password,
 )
 from .dry_run import dry_run as dry_run_file
-from .emulator import ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
+from .emulator import API_ERROR_CODES, ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
 from .errors import BulkImportError
 from .pipeline import ImportSummary, run_import, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
@@ -271,6 +275,43 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     show_default=True,
     help="Processes sharing the rows, each with its own connection: for a client-bound link (TLS, remote broker).",
 )
+@click.option(
+    "--via",
+    type=click.Choice(["queue", "api"]),
+    default="queue",
+    show_default=True,
+    help="queue: a database_import message per row; api: batches of rows through api_req (profiles/import_batch).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Rows per batch request with --via api (at most 10,000; a message is also cut at 10 MB).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["import", "add", "update"]),
+    default="import",
+    show_default=True,
+    help="With --via api: import (insert or update), add (insert only) or update (update only).",
+)
+@click.option("--detect-geo", is_flag=True, help="With --via api: let the platform fill geo data.")
+@click.option(
+    "--token",
+    "api_token",
+    envvar=API_TOKEN_ENV,
+    help=f"API token for --via api [env {API_TOKEN_ENV}: keeps it out of `ps`]; never printed.",
+)
+@click.option(
+    "--api-queue", default=DEFAULT_API_QUEUE, show_default=True, help="The API request queue (--via api)."
+)
+@click.option(
+    "--api-result-queue",
+    default=DEFAULT_API_RESULT_QUEUE,
+    show_default=True,
+    help="The API response queue (--via api).",
+)
 @click.option("--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file.")
 @click.option("--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file.")
 @click.option(
@@ -289,6 +330,8 @@ def run(
     result_queue: str,
     declare: bool,
     result_ttl: float,
+    api_queue: str,
+    api_result_queue: str,
     types: tuple[str, ...],
     rename: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -299,7 +342,8 @@ def run(
     verbose: int,
     **options: Any,
 ) -> None:
-    """Import FILE (.csv or .parquet): one database_import message per row.
+    """Import FILE (.csv or .parquet): a database_import message per row, or (--via api) batches
+    of rows through api_req.
 
     Every row ends with one status in the results file: ok, error (the platform's code and text),
     rejected (never sent: no valid key), not_confirmed (the broker did not take it) or no_reply.
@@ -307,7 +351,14 @@ def run(
     _setup_logging(verbose, quiet)
     try:
         settings = broker_settings(
-            amqp_url, password_file, result_queue, queue=queue, declare=declare, result_ttl=result_ttl
+            amqp_url,
+            password_file,
+            result_queue,
+            queue=queue,
+            declare=declare,
+            result_ttl=result_ttl,
+            api_queue=api_queue,
+            api_result_queue=api_result_queue,
         )
         opts = ImportOptions(
             types=_pairs(types, "--type"),
@@ -435,8 +486,32 @@ def sample(rows: int, path: Path, seed: int) -> None:
 @cli.command(
     epilog="Error codes it replies with:\n\n"
     + "\n\n".join(f"{code}  {text}" for code, text in sorted(ERROR_CODES.items()))
+    + "\n\nOn api_req, a call that fails as a whole:\n\n"
+    + "\n\n".join(f"{code}  {text}" for code, text in sorted(API_ERROR_CODES.items()))
 )
 @amqp_options
+@click.option(
+    "--api-queue",
+    default=DEFAULT_API_QUEUE,
+    show_default=True,
+    help="Also serve API calls (profiles/import_batch, add_batch, update_batch, import) from this queue; '' serves database_import alone.",
+)
+@click.option(
+    "--api-result-queue",
+    default=DEFAULT_API_RESULT_QUEUE,
+    show_default=True,
+    help="Where API responses go (a call with a request_id is answered).",
+)
+@click.option(
+    "--token",
+    envvar=API_TOKEN_ENV,
+    help=f"The API token an api_req call must carry, or it is answered 401 [env {API_TOKEN_ENV}]; without it any token is accepted.",
+)
+@click.option(
+    "--tariff-limit",
+    type=int,
+    help="Answer API calls 402 (tariff limit) once this many profiles have been imported through api_req.",
+)
 @click.option(
     "--store", type=click.Path(path_type=Path), help="Keep profiles in this SQLite file across restarts."
 )
@@ -465,6 +540,10 @@ def emulate(
     result_queue: str,
     declare: bool,
     result_ttl: float,
+    api_queue: str,
+    api_result_queue: str,
+    token: str | None,
+    tariff_limit: int | None,
     store: Path | None,
     prefetch: int,
     seed: int,
@@ -479,7 +558,8 @@ def emulate(
 ) -> None:
     """Stand in for the platform's job server: consume requests, import into a local store, reply.
 
-    For demos, tests and benchmarks where the platform is out of reach. Runs until SIGINT/SIGTERM,
+    For demos, tests and benchmarks where the platform is out of reach. It serves database_import
+    and the API calls on api_req that import profiles, on one store. Runs until SIGINT/SIGTERM,
     then prints its counts. The fault options make it misbehave on purpose, repeatably by --seed.
     """
     _setup_logging(verbose, quiet)
@@ -497,6 +577,10 @@ def emulate(
             delay=delay,
             malformed=malformed,
             exit_after=exit_after,
+            api_queue=api_queue or None,
+            api_result_queue=api_result_queue,
+            token=token,
+            tariff_limit=tariff_limit,
         )
 
         async def serve_until_signal(stop: asyncio.Event) -> EmulatorCounts:
@@ -506,6 +590,68 @@ def emulate(
     except BulkImportError as exc:
         _fail(exc)
     click.echo(" ".join(f"{k}={v}" for k, v in asdict(counts).items()), err=True)
+
+
+@cli.command("api")
+@click.argument("path")
+@connection_options
+@click.option("--body", "body_text", required=True, help="The API request body: JSON, or @FILE.json.")
+@click.option(
+    "--token", "api_token", envvar=API_TOKEN_ENV, help=f"API token put into the body [env {API_TOKEN_ENV}]."
+)
+@click.option(
+    "--account",
+    "account_id",
+    type=int,
+    default=1,
+    show_default=True,
+    envvar="BULK_IMPORT_ACCOUNT",
+    help="account_id of the message.",
+)
+@click.option("--api-queue", default=DEFAULT_API_QUEUE, show_default=True, help="The API request queue.")
+@click.option(
+    "--api-result-queue", default=DEFAULT_API_RESULT_QUEUE, show_default=True, help="The API response queue."
+)
+@click.option(
+    "--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the response."
+)
+@click.option("--no-wait", is_flag=True, help="Send without a request_id: no response is asked for.")
+def api(
+    path: str,
+    amqp_url: str,
+    password_file: Path | None,
+    result_queue: str,
+    body_text: str,
+    api_token: str | None,
+    account_id: int,
+    api_queue: str,
+    api_result_queue: str,
+    timeout: float,
+    no_wait: bool,
+) -> None:
+    """Call the API method PATH over RabbitMQ (api_req) and print its response body as JSON.
+
+    \b
+    Exit codes: 0 the response's error is 0 (or --no-wait: the broker took the request),
+    1 the response carries an error, 2 usage, 3 the broker, 4 no response within --timeout.
+    """
+    _setup_logging(0, True)
+    try:
+        settings = broker_settings(
+            amqp_url, password_file, result_queue, api_queue=api_queue, api_result_queue=api_result_queue
+        )
+        call = ApiCall(path, parse_body(body_text), account_id, api_token)
+        response = _run_async(lambda stop: call_api(settings, call, wait=not no_wait, timeout=timeout))
+    except BulkImportError as exc:
+        _fail(exc)
+    if no_wait:
+        click.echo("sent", err=True)
+        sys.exit(errors.EXIT_OK)
+    if response is None:
+        click.echo(f"error: no response on {api_result_queue} within {timeout:g}s", err=True)
+        sys.exit(errors.EXIT_INCOMPLETE)
+    click.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
+    sys.exit(errors.EXIT_OK if response.get("error", 0) == 0 else errors.EXIT_ROWS_FAILED)
 
 
 @cli.command("replies", epilog=EXIT_CODES_HELP)

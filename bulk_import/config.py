@@ -19,6 +19,9 @@ AMQP_URL_ENV = "BULK_IMPORT_AMQP_URL"
 PASSWORD_FILE_ENV = "BULK_IMPORT_AMQP_PASSWORD_FILE"
 DEFAULT_QUEUE = "database_import"
 DEFAULT_RESULT_QUEUE = "database_import_result"
+DEFAULT_API_QUEUE = "api_req"
+DEFAULT_API_RESULT_QUEUE = "api_resp"
+API_TOKEN_ENV = "BULK_IMPORT_API_TOKEN"
 #: The platform's default ``RABBITMQ_X_MESSAGE_TTL``: a reply nobody reads is gone after a day.
 DEFAULT_RESULT_TTL_S = 86_400
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
@@ -78,6 +81,9 @@ class BrokerSettings:
     url: str = DEFAULT_AMQP_URL
     queue: str = DEFAULT_QUEUE
     result_queue: str = DEFAULT_RESULT_QUEUE
+    #: The platform's queues for any API call (``--via api``).
+    api_queue: str = DEFAULT_API_QUEUE
+    api_result_queue: str = DEFAULT_API_RESULT_QUEUE
     #: Create the queues (durable) instead of checking that the platform made them.
     declare: bool = False
     #: Reconnect attempts after a lost connection before the run gives up (exit 4).
@@ -169,6 +175,15 @@ class ImportOptions:
     shard: tuple[int, int] | None = None
     #: The run id of a new run (workers share their coordinator's); made up when None.
     run_id: str | None = None
+    #: ``queue``: a ``database_import`` message per row; ``api``: batches through ``api_req``.
+    via: Literal["queue", "api"] = "queue"
+    #: Rows per batch request (``--via api``), at most 10,000.
+    batch_size: int = 1000
+    #: ``import`` (insert or update), ``add`` (insert only) or ``update`` (update only), ``--via api``.
+    mode: Literal["import", "add", "update"] = "import"
+    detect_geo: bool = False
+    #: The API token every ``api_req`` body carries; never printed.
+    api_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.matching not in MATCHINGS:
@@ -189,6 +204,16 @@ class ImportOptions:
             raise InputError("--reply-timeout must be positive")
         if self.workers < 1:
             raise InputError("--workers must be at least 1")
+        if self.via == "api" and not self.api_token:
+            raise InputError(f"--via api needs the API token: --token, or {API_TOKEN_ENV}")
+        if self.via == "api" and self.workers > 1:
+            raise InputError(
+                "--workers applies to --via queue only; batches already lift the per-message limit"
+            )
+        if not 1 <= self.batch_size <= 10_000:
+            raise InputError("--batch-size must be between 1 and 10,000 (the platform's recommended most)")
+        if self.via != "api" and (self.mode != "import" or self.detect_geo):
+            raise InputError("--mode and --detect-geo apply to --via api")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise InputError(f"shard {self.shard} is not k of n with 0 <= k < n")
 

@@ -26,7 +26,8 @@ import orjson
 
 from .delivery import Delivery, Settlements, Tap, untapped
 from .errors import QueueMissing
-from .messages import MalformedReply, Reply, parse_feedback_id, parse_reply
+from .messages import Reply, parse_feedback_id
+from .protocols import Read, parse_request_id, read_per_row
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ UNATTRIBUTED = "(no run id)"
 
 
 def reply_owner(body: bytes) -> tuple[str | None, int | None]:
-    """``(run id, row)`` named by a reply's ``feedback_id``, as far as it can be read."""
+    """``(run id, row)`` named by a reply's ``feedback_id`` (or a batch's ``request_id``), as far as
+    it can be read."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -56,7 +58,10 @@ def reply_owner(body: bytes) -> tuple[str | None, int | None]:
     if not isinstance(doc, dict):
         return None, None
     parsed = parse_feedback_id(doc.get("feedback_id"))
-    return (None, None) if parsed is None else parsed
+    if parsed is not None:
+        return parsed
+    batch = parse_request_id(doc.get("request_id"))
+    return (None, None) if batch is None else batch[:2]
 
 
 @dataclass
@@ -120,8 +125,10 @@ class ReplyConsumer:
         before_ack: Callable[[], None],
         on_failure: Callable[[BaseException], None] = lambda exc: None,
         prefetch: int = 0,
+        read: Callable[[bytes, str], Read] = read_per_row,
     ) -> None:
         self.run_id = run_id
+        self.read = read
         self.queue = queue
         self.on_reply = on_reply
         self.before_ack = before_ack
@@ -169,24 +176,21 @@ class ReplyConsumer:
         ours: list[int] = []
         back: list[int] = []
         now = time.monotonic()
+        read, run_id = self.read, self.run_id
         for delivery in batch:
-            owner, row = reply_owner(delivery.body)
-            if owner != self.run_id or row is None:
+            owner, replies = read(delivery.body, run_id)
+            if owner != run_id:
                 self._stranger(owner, delivery, now, back)
                 continue
             tag = delivery.delivery_tag
-            try:
-                reply = parse_reply(delivery.body)
-            except MalformedReply as exc:
+            if replies is None:
                 self.counts.malformed += 1
-                log.warning(
-                    "malformed reply of row %d acked, skipped (%s): %r", row, exc, delivery.body[:200]
-                )
+                log.warning("malformed reply acked and skipped: %r", delivery.body[:200])
                 ours.append(tag)
                 continue
             self.counts.replies += 1
             try:
-                taken = self.take(row, reply, delivery)
+                taken = self.take(replies, delivery)
             except Exception as exc:
                 self.failure = exc
                 self.on_failure(exc)
@@ -214,9 +218,11 @@ class ReplyConsumer:
         else:
             held.append((now + hold, [delivery.delivery_tag]))
 
-    def take(self, row: int, reply: Reply, delivery: Delivery) -> bool:
-        """Hand one of this run's replies on; True when it is settled now (else see :meth:`settle`)."""
-        self.on_reply(row, reply)
+    def take(self, replies: list[tuple[int, Reply]], delivery: Delivery) -> bool:
+        """Hand the rows one of this run's replies answers on; True when it is settled now (else
+        see :meth:`settle`)."""
+        for row, reply in replies:
+            self.on_reply(row, reply)
         return True
 
     def settle(self, tags: list[int]) -> None:

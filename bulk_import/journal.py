@@ -304,6 +304,9 @@ _OPTION_NAMES = {
     "types": "--type",
     "delimiter": "--delimiter",
     "file_format": "--format",
+    "via": "--via",
+    "mode": "--mode",
+    "detect_geo": "--detect-geo",
 }
 
 

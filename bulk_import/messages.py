@@ -22,7 +22,8 @@ _KEY: Final = "__key"
 _REASON: Final = "__reason"
 _FEEDBACK: Final = "__feedback_id"
 
-EMAIL_RE: Final = r"^[^@\s]+@[^@\s]+$"
+#: An email: no whitespace and no control character (``\p{Cc}``: U+0000–U+001F, U+007F–U+009F).
+EMAIL_RE: Final = r"^[^@\s\p{Cc}]+@[^@\s\p{Cc}]+$"
 PHONE_RE: Final = r"^\+?[0-9]{7,15}$"
 PHONE_NOISE_RE: Final = r"[\s\-().]"
 PROFILE_ID_RE: Final = r"^[0-9a-fA-F]{24}$"
@@ -202,7 +203,11 @@ def _reject_reason(text: pl.Expr, options: ImportOptions, dtype: pl.DataType) ->
         "profile_id": PROFILE_ID_RE,
     }.get(options.matching)
     invalid: pl.Expr = pl.lit(f"invalid {options.matching} in {options.key}")
-    cases = [(text.is_null() | (text == ""), pl.lit(f"empty {options.key}"))]
+    cases = [
+        (text.is_null() | (text == ""), pl.lit(f"empty {options.key}")),
+        # Whatever the matching: no store keeps it as typed, and no one types it.
+        (text.str.contains("\x00", literal=True), pl.lit(f"NUL character in {options.key}")),
+    ]
     if _nested(dtype):
         wants = FIELD_VALUE_TYPES if rule is None else f"{options.matching} is a string"
         cases.append((pl.lit(True), pl.lit(f"{options.key} is a {_kind(dtype)}: {wants}")))
@@ -288,15 +293,21 @@ class Cells:
 
     @classmethod
     def of(cls, frame: pl.DataFrame, names: list[str]) -> Cells:
-        """The facts about the ``names`` columns of ``frame``."""
-        strings = [n for n in names if frame.schema[n] == pl.String]
-        facts = frame.select(
-            *(pl.col(n).null_count().alias(f"n{i}") for i, n in enumerate(names)),
-            *(pl.col(n).str.contains_any(_ESCAPED).any().alias(f"e{i}") for i, n in enumerate(strings)),
-        ).row(0)
+        """The facts about the ``names`` columns of ``frame``, at a cost per cell, not per column.
+
+        Null counts are kept with each column. The string columns are searched as one: stacked end
+        to end (no copy), one search for what JSON escapes, each hit's position telling its column.
+        An expression per column would cost far more to plan than a wide file's batch holds cells.
+        """
+        columns = [frame.get_column(name) for name in names]
+        strings = [column for column in columns if column.dtype == pl.String]
+        escaped: set[str] = set()
+        if strings and frame.height:
+            hits = pl.concat(strings, rechunk=False).str.contains_any(_ESCAPED).arg_true()
+            escaped = {strings[i].name for i in (hits // frame.height).unique().to_list()}
         return cls(
-            nullable=frozenset(n for n, count in zip(names, facts, strict=False) if count),
-            plain=frozenset(n for n, escape in zip(strings, facts[len(names) :], strict=True) if not escape),
+            nullable=frozenset(column.name for column in columns if column.null_count()),
+            plain=frozenset(column.name for column in strings if column.name not in escaped),
         )
 
 
@@ -370,7 +381,8 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
 
 
 def body_expr(schema: pl.Schema, options: ImportOptions, cells: Cells) -> pl.Expr:
-    """One expression that turns each row into its ``database_import`` body.
+    """One expression that turns each row into its ``database_import`` body (or, ``--via api``,
+    its item in a batch request: ``{"email": ..., "data": {...}}``).
 
     A single ``concat_str`` of literal pieces and each column's JSON text. The envelope is the same
     for every row, so it is one literal. :func:`build_batch` adds the columns it takes besides
@@ -379,16 +391,13 @@ def body_expr(schema: pl.Schema, options: ImportOptions, cells: Cells) -> pl.Exp
     """
     key_field = "field_value" if options.matching == "custom" else options.matching
     source = _key_source(schema, options)
+    key = [orjson.dumps(key_field).decode() + ":", *_json_text(source, schema[source], cells)]
+    data = [',"data":{', *_data_pieces(schema, options, cells), "}"]
+    if options.via == "api":
+        # A profile of a batch request: its key and its fields; the request says the rest.
+        return _concat(["{", *key, *data, "}"], ignore_nulls=True)
     return _concat(
-        [
-            f"{envelope_prefix(options)},{orjson.dumps(key_field).decode()}:",
-            *_json_text(source, schema[source], cells),
-            ',"data":{',
-            *_data_pieces(schema, options, cells),
-            '},"feedback_id":"',
-            pl.col(_FEEDBACK),
-            '"}',
-        ],
+        [f"{envelope_prefix(options)},", *key, *data, ',"feedback_id":"', pl.col(_FEEDBACK), '"}'],
         ignore_nulls=True,
     )
 
@@ -440,6 +449,11 @@ def parse_reply(body: bytes) -> Reply:
         raise MalformedReply(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MalformedReply("not a JSON object")
+    return reply_from(doc)
+
+
+def reply_from(doc: dict[str, Any]) -> Reply:
+    """The reply a parsed JSON object holds; raises :class:`MalformedReply` saying what is wrong."""
     fid = doc.get("feedback_id")
     if not isinstance(fid, str) or not fid:
         raise MalformedReply("no feedback_id")

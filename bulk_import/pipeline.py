@@ -43,6 +43,7 @@ from .journal import Journal, journal_dir, run_started
 from .lock import hold_run
 from .messages import Batch, Reply
 from .progress import NullProgress, Observer, Snapshot
+from .protocols import Batched, Outgoing, protocol_for
 from .publisher import Publisher, Returned
 from .reader import Source, open_source
 from .reconcile import ANSWERED, Ledger
@@ -114,8 +115,11 @@ class Session:
         publishing: bool = True,
         consuming: bool = True,
         stop: asyncio.Event | None = None,
+        queues: tuple[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        #: The request and the result queue it checks (or creates) on every connect.
+        self.queues = queues or (settings.queue, settings.result_queue)
         self.stop = stop or asyncio.Event()
         #: Reconnect attempts in the current streak, and since when the connection has been up.
         self.attempts = 0
@@ -137,7 +141,7 @@ class Session:
     async def open(self) -> None:
         s = self.settings
         self.connection = await broker.connect(s, tap=self.tap)
-        await broker.ensure_queues(self.connection, s, s.queue, s.result_queue)
+        await broker.ensure_queues(self.connection, s, *self.queues)
         if self.publishing:
             self.publish = await broker.open_channel(self.connection, s, confirms=True)
             await broker.check_write(self.publish, s, self.stop)
@@ -187,11 +191,11 @@ class Session:
 
 @dataclass
 class _Prepared:
-    """A batch ready to send: its rows still unanswered, with their messages framed for ``wire``."""
+    """A batch ready to send: its rows still unanswered, as messages framed for ``wire``."""
 
     end_row: int
     rejected_rows: list[int]
-    rows: list[int]
+    outgoing: Outgoing
     messages: list[bytes]
     wire: Wire
 
@@ -223,7 +227,9 @@ class Run:
         self.results_path = results_path
         self.stop = stop
         self.relay = relay
-        self.session = Session(settings, consuming=relay is None, stop=stop)
+        self.protocol = protocol_for(options, settings)
+        queues = (self.protocol.request_queue, self.protocol.result_queue)
+        self.session = Session(settings, consuming=relay is None, stop=stop, queues=queues)
         self.ledger = Ledger()
         self.clock = _Clock()
         self.rows_read = 0
@@ -262,6 +268,9 @@ class Run:
             "types": dict(o.types),
             "delimiter": o.delimiter,
             "file_format": o.file_format,
+            "via": o.via,
+            "mode": o.mode,
+            "detect_geo": o.detect_geo,
         }
 
     async def execute(self) -> ImportSummary:
@@ -290,11 +299,12 @@ class Run:
             self._restore(journal)
             if self.options.resume:
                 self._warn_if_expired(journal)
+            expand = self.protocol.expand
             self.publisher = Publisher(
-                self.settings.queue,
+                self.protocol.request_queue,
                 window=self.options.window,
-                on_confirmed=self._on_confirmed,
-                on_failed=self.ledger.fail,
+                on_confirmed=lambda tokens: self._on_confirmed(expand(tokens)),
+                on_failed=lambda tokens: self.ledger.fail(expand(tokens)),
                 nack_retries=self.options.nack_retries,
                 done=self.ledger.is_answered,
                 on_returned=self._on_returned,
@@ -302,7 +312,8 @@ class Run:
             if self.relay is None:
                 self.consumer = ReplyConsumer(
                     journal.run_id,
-                    self.settings.result_queue,
+                    self.protocol.result_queue,
+                    read=self.protocol.read,
                     on_reply=self._on_reply,
                     before_ack=journal.sync,
                     on_failure=self._halt,
@@ -466,9 +477,10 @@ class Run:
         """A message came back unrouted: the request queue is gone, and so is everything sent now."""
         self._halt(
             QueueMissing(
-                f"the broker returned a message sent to {self.settings.queue!r} ({returned.reply_code} "
-                f"{returned.reply_text}): the queue no longer exists at {self.settings.safe_url}; "
-                "what was sent is in the journal, --resume goes on once the queue is back"
+                f"the broker returned a message sent to {self.protocol.request_queue!r} "
+                f"({returned.reply_code} {returned.reply_text}): the queue no longer exists at "
+                f"{self.settings.safe_url}; what was sent is in the journal, "
+                "--resume goes on once the queue is back"
             )
         )
 
@@ -482,7 +494,8 @@ class Run:
     async def _batches(self) -> AsyncIterator[_Prepared]:
         """Prepared batches, read and built in worker threads ahead of the caller."""
         assert self.journal is not None
-        journal, ledger, publisher = self.journal, self.ledger, self.publisher
+        journal, ledger, publisher, protocol = self.journal, self.ledger, self.publisher, self.protocol
+        run_id = journal.run_id
         assert publisher is not None
 
         def prepare(batches: Iterator[Batch]) -> _Prepared | None:
@@ -496,8 +509,9 @@ class Run:
                 rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
             wire = publisher.wire
             assert wire is not None
+            out = protocol.messages(rows, bodies, ids, run_id)
             return _Prepared(
-                batch.end_row, batch.rejected_rows, rows, encode_messages(wire, bodies, ids), wire
+                batch.end_row, batch.rejected_rows, out, encode_messages(wire, out.bodies, out.ids), wire
             )
 
         batches = built_batches(self.source, self.options, journal.run_id)
@@ -519,18 +533,21 @@ class Run:
         async for p in self._batches():
             self.rows_read = p.end_row
             self.ledger.reject(p.rejected_rows)
-            step = min(limit, 1024) if limit else max(1, len(p.rows))
-            for start in range(0, len(p.rows), step):
-                rows = p.rows[start : start + step]
+            out = p.outgoing
+            per_message = 1 if out.counts is None else self.protocol_batch_rows
+            step = max(1, min(limit, 1024) // per_message) if limit else max(1, len(out.tokens))
+            for start in range(0, len(out.tokens), step):
+                end = start + step
+                rows = out.rows(start, end)
                 if limit and not await self._wait_for_replies(
                     partial(self._room_for, len(rows), limit), draining=False
                 ):
                     break
-                messages = p.messages[start : start + step]
+                tokens, messages = out.tokens[start:end], p.messages[start:end]
                 self.ledger.send(rows)
                 if self.clock.first_publish is None:
                     self.clock.first_publish = time.monotonic()
-                await self._guarded(lambda r=rows, m=messages, w=p.wire: publisher.publish(r, m, w))  # type: ignore[misc]
+                await self._guarded(lambda t=tokens, m=messages, w=p.wire: publisher.publish(t, m, w))  # type: ignore[misc]
                 if self.stop.is_set() or self.halted:
                     break
             if self.stop.is_set() or self.failure or self.halted:
@@ -547,7 +564,13 @@ class Run:
             log.warning("%d messages still unconfirmed after the drain time", publisher.in_flight)
 
     def _room_for(self, rows: int, limit: int) -> bool:
-        return self.ledger.awaiting + rows <= limit
+        """Room under ``--max-pending``; a batch larger than it goes out alone."""
+        awaiting = self.ledger.awaiting
+        return awaiting + rows <= limit or not awaiting
+
+    @property
+    def protocol_batch_rows(self) -> int:
+        return self.protocol.batch_size if isinstance(self.protocol, Batched) else 1
 
     async def _await_replies(self) -> None:
         await self._wait_for_replies(lambda: self.ledger.awaiting == 0, draining=True)

@@ -195,8 +195,8 @@ class ShardRouter(ReplyConsumer):
         self.epoch += 1
         await super().attach(*args)  # type: ignore[arg-type]
 
-    def take(self, row: int, reply: Reply, delivery: Delivery) -> bool:
-        shard = row % len(self.workers)
+    def take(self, replies: list[tuple[int, Reply]], delivery: Delivery) -> bool:
+        shard = replies[0][0] % len(self.workers)
         if shard in self.finished:
             self.late_duplicates += 1
             return True

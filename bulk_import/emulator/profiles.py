@@ -9,6 +9,10 @@ platform's job server answers (``PROTOCOL.md`` section 1 and 4):
 - ``profile_id`` matching only updates: an unknown id is an error, never a new profile;
 - a request that lacks a required field, or whose key does not parse, is an error reply.
 
+:meth:`ProfileStore.apply_items` imports the profiles of one ``api_req`` batch request
+(``import_batch``, ``add_batch``, ``update_batch``) with the same semantics and codes, a result per
+profile: the same key finds the same profile whichever path imported it.
+
 Emails match case-insensitively against the profile's ``email`` field. Phones match by their digits
 (``+``, spaces, dashes, dots and brackets are ignored) against the ``phones`` list and the
 ``phone`` field. A custom field matches on the text of its value (``123420`` and ``"123420"`` are
@@ -29,7 +33,7 @@ import hashlib
 import re
 import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -54,7 +58,13 @@ BAD_FIELD_NAME: Final = 204
 BAD_FIELD_VALUE: Final = 205
 NOT_FOUND_UPDATE_ONLY: Final = 300
 UNKNOWN_PROFILE_ID: Final = 301
+ALREADY_EXISTS: Final = 302
 TEMPORARY_FAILURE: Final = 503
+
+#: What a batch request does with each profile: insert or update, insert only, update only.
+IMPORT: Final = "import"
+ADD: Final = "add"
+UPDATE: Final = "update"
 
 #: Every code the stand-in answers with, and what it means. The platform publishes no list of its
 #: profile-level codes (PROTOCOL.md §4), so these are the stand-in's own: 1xx the request's shape,
@@ -79,6 +89,7 @@ ERROR_CODES: Final[Mapping[int, str]] = MappingProxyType(
         BAD_FIELD_VALUE: "Matching by custom field: field_value is missing or not a string or integer",
         NOT_FOUND_UPDATE_ONLY: "Profile not found, and update_only forbids creating it",
         UNKNOWN_PROFILE_ID: "Profile not found: matching by profile_id only updates",
+        ALREADY_EXISTS: "Profile already exists, and add_batch only creates profiles",
         TEMPORARY_FAILURE: "Injected temporary failure, try again later",
     }
 )
@@ -91,6 +102,8 @@ _MASK64: Final = (1 << 64) - 1
 #: An odd multiplier: ``n * _MIX mod 2**64`` is a bijection, so scrambled counters never collide.
 _MIX: Final = 0x9E3779B97F4A7C15
 _FLUSH_EVERY: Final = 10_000
+_EMAIL, _PHONE, _PROFILE_ID, _CUSTOM = range(4)
+_MATCHING_CODES: Final = {"email": _EMAIL, "phone": _PHONE, "profile_id": _PROFILE_ID, "custom": _CUSTOM}
 
 
 def error_reply(code: int, feedback_id: object = "", matching: str = "") -> dict[str, Any]:
@@ -140,10 +153,12 @@ def _phone_keys(profile: Mapping[str, Any]) -> list[str]:
     keys: list[str] = []
     phones = profile.get("phones")
     if isinstance(phones, list):
-        keys.extend(k for k in map(normalize_phone, phones) if k is not None)
-    single = normalize_phone(profile.get("phone"))
-    if single is not None:
-        keys.append(single)
+        for phone in phones:
+            if (key := normalize_phone(phone)) is not None:
+                keys.append(key)
+    single = profile.get("phone")
+    if single is not None and (key := normalize_phone(single)) is not None:
+        keys.append(key)
     return keys
 
 
@@ -383,6 +398,133 @@ class ProfileStore:
         index[key] = pid  # the key was free: this profile now holds it
         return _success(fid, matching, pid)
 
+    def apply_items(
+        self,
+        account_id: int,
+        db_id: int,
+        items: Sequence[object],
+        *,
+        matching: str = "email",
+        field_name: str = "",
+        mode: str = IMPORT,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Import the profiles of one batch request in order: a result per item, and how many succeeded.
+
+        The request's own parameters are the caller's to check: ``matching`` is ``email``,
+        ``phone``, ``profile_id`` or ``custom``, ``field_name`` a name when it is ``custom``.
+        ``mode`` is :data:`IMPORT` (insert or update), :data:`ADD` (an existing profile is
+        :data:`ALREADY_EXISTS`) or :data:`UPDATE` (a missing one is :data:`NOT_FOUND_UPDATE_ONLY`).
+        An item is a profile's fields, or ``{"data": {fields}}`` with the key beside ``data`` under
+        the name a ``database_import`` request gives it (``email``, ``phone``, ``profile_id``,
+        ``field_value``) or among the fields; either way the same key finds the same profile as
+        ``database_import``.
+        """
+        db = self._db(account_id, db_id)
+        profiles, by_email, by_phone = db.profiles, db.by_email, db.by_phone
+        how = _MATCHING_CODES[matching]
+        name = field_name
+        by_field = db.custom_index(name) if how == _CUSTOM else by_email
+        add, update_only = mode == ADD, mode == UPDATE
+        update, create, fullmatch = self._update, self._create, _EMAIL_RE.fullmatch
+        results: list[dict[str, Any]] = []
+        append = results.append
+        succeeded = 0
+        for item in items:
+            if type(item) is not dict:
+                append(_item_error(BAD_DATA))
+                continue
+            fields: dict[str, Any] = item
+            nested = False
+            data = item.get("data")
+            if type(data) is dict:
+                fields, nested = data, True
+            if type(fields.get("phones")) is str:  # one phone as a string, as the api_req example sends it
+                fields = {**fields, "phones": [fields["phones"]]}
+            index: dict[str, str]
+            if how == _EMAIL:
+                raw = item.get("email") if nested else None
+                from_fields = raw is None
+                if from_fields:
+                    raw = fields.get("email")
+                if type(raw) is not str or not fullmatch(email := raw.strip()):
+                    append(_item_error(BAD_EMAIL))
+                    continue
+                if from_fields and email != raw:
+                    fields = {**fields, "email": email}
+                key, index = email.lower(), by_email
+            elif how == _PHONE:
+                phone = item.get("phone") if nested else None
+                if phone is None:
+                    phone = fields.get("phone")
+                if phone is None:
+                    listed = fields.get("phones")
+                    phone = listed[0] if type(listed) is list and listed else None
+                digits = normalize_phone(phone)
+                if digits is None:
+                    append(_item_error(BAD_PHONE))
+                    continue
+                key, index = digits, by_phone
+            elif how == _PROFILE_ID:
+                append(self._by_profile_id(db, item, fields, nested, add))
+                succeeded += not results[-1]["error"]
+                continue
+            else:
+                value = item.get("field_value") if nested else None
+                if value is None:
+                    value = fields.get(name)
+                if type(value) is not str and type(value) is not int:
+                    append(_item_error(BAD_FIELD_VALUE))
+                    continue
+                key, index = custom_key(value) or "", by_field
+
+            found = index.get(key)
+            if found is not None:
+                if add:
+                    append(_item_error(ALREADY_EXISTS))
+                    continue
+                update(db, found, profiles[found], fields)
+                append({"error": OK, "error_text": SUCCESS_TEXT, "profile_id": found})
+                succeeded += 1
+                continue
+            if update_only:
+                append(_item_error(NOT_FOUND_UPDATE_ONLY))
+                continue
+            profile = dict(fields)
+            if how == _EMAIL:
+                profile["email"] = email
+            elif how == _PHONE:
+                kept = profile.get("phones")
+                kept = list(kept) if isinstance(kept, list) else []
+                if digits not in _phone_keys({"phones": kept}):
+                    kept.append(phone)
+                profile["phones"] = kept
+            else:
+                profile[name] = value
+            pid = create(db, account_id, db_id, profile)
+            index[key] = pid  # the key was free: this profile now holds it
+            append({"error": OK, "error_text": SUCCESS_TEXT, "profile_id": pid})
+            succeeded += 1
+        return results, succeeded
+
+    def _by_profile_id(
+        self, db: _Database, item: dict[str, Any], fields: dict[str, Any], nested: bool, add: bool
+    ) -> dict[str, Any]:
+        """One item of a batch matched by profile_id: it only updates (and add_batch never does)."""
+        pid = item.get("profile_id") if nested else None
+        if pid is None and "profile_id" in fields:
+            pid = fields["profile_id"]
+            fields = {k: v for k, v in fields.items() if k != "profile_id"}
+        if type(pid) is not str or not _PROFILE_ID_RE.fullmatch(pid):
+            return _item_error(BAD_PROFILE_ID)
+        pid = pid.lower()
+        profile = db.profiles.get(pid)
+        if profile is None:
+            return _item_error(UNKNOWN_PROFILE_ID)
+        if add:
+            return _item_error(ALREADY_EXISTS)
+        self._update(db, pid, profile, fields)
+        return _item_success(pid)
+
     def _create(self, db: _Database, account_id: int, db_id: int, profile: dict[str, Any]) -> str:
         pid = self._next_id()
         db.profiles[pid] = profile
@@ -432,6 +574,14 @@ def _success(fid: str, matching: str, pid: str) -> dict[str, Any]:
         "matching_field": matching,
         "profile_id": pid,
     }
+
+
+def _item_success(pid: str) -> dict[str, Any]:
+    return {"error": OK, "error_text": SUCCESS_TEXT, "profile_id": pid}
+
+
+def _item_error(code: int) -> dict[str, Any]:
+    return {"error": code, "error_text": ERROR_CODES[code], "profile_id": ""}
 
 
 def _salt_of(seed: int) -> int:

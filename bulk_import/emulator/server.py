@@ -7,9 +7,15 @@ stand-in that dies loses nothing: the broker delivers the unacked requests again
 own bulk :class:`~bulk_import.publisher.Publisher`; requests are handled a delivered batch at a
 time, so the stand-in keeps up with the importer.
 
+With ``api_queue`` set it also serves the platform's second path, ``api_req`` → ``api_resp``
+(:mod:`bulk_import.emulator.api`), on the same connection and the same store but channels of its
+own: the ``database_import`` path does no more work per request than without it. A call is
+answered only when it carries a ``request_id``, and acked once that response is confirmed.
+
 The fault knobs are decided per request by a keyed hash of its body (:class:`Faults`): the same
 request with the same ``seed`` always meets the same fate, whatever the order, the prefetch or a
-restart, and a test can compute the expected counts with :meth:`Faults.decide`.
+restart, and a test can compute the expected counts with :meth:`Faults.decide`. On ``api_req`` they
+act on a whole call: ``error`` answers 503 and applies none of its profiles.
 """
 
 from __future__ import annotations
@@ -31,13 +37,15 @@ from typing import Any, Final
 
 import aiormq
 import orjson
+from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from .. import broker
 from ..config import BrokerSettings
 from ..delivery import Delivery, Tap, untapped
-from ..errors import BrokerUnreachable, ConnectionLost, InputError
+from ..errors import BrokerUnreachable, ConnectionLost, InputError, QueueMissing
 from ..publisher import Publisher
+from .api import ApiService, freeze_garbage_collection, malformed_response
 from .profiles import NOT_AN_OBJECT, NOT_JSON, TEMPORARY_FAILURE, ProfileStore, error_reply
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,8 @@ ACK_EVERY: Final = 1000
 #: dominate when requests trickle in one at a time.
 GATHER_MIN: Final = 256
 GATHER_S: Final = 0.002
+#: ``api_req`` messages taken from the broker at once (each may hold 10,000 profiles).
+API_PREFETCH: Final = 64
 #: The exit code of ``exit_after``: EX_TEMPFAIL, what a crashed worker's supervisor sees.
 EXIT_AFTER_CODE: Final = 75
 _FEEDBACK_RE: Final = re.compile(rb'"feedback_id"\s*:\s*"((?:[^"\\]|\\.){0,1000})"')
@@ -80,6 +90,14 @@ class EmulatorSettings:
     exit_after: int | None = None
     #: Seconds to finish in-flight replies and acks once ``stop`` is set; the rest is redelivered.
     drain_timeout: float = 30.0
+    #: Also serve API calls from this queue (``api_req``), answering on ``api_result_queue``;
+    #: None serves ``database_import`` alone.
+    api_queue: str | None = None
+    api_result_queue: str = "api_resp"
+    #: The API token an ``api_req`` body must carry; None accepts any token, or none.
+    token: str | None = field(default=None, repr=False)
+    #: Answer 402 (tariff limit) once this many profiles have been imported through ``api_req``.
+    tariff_limit: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("drop", "duplicate", "error", "malformed"):
@@ -92,6 +110,10 @@ class EmulatorSettings:
             raise InputError("--prefetch must be at least 1")
         if self.exit_after is not None and self.exit_after < 1:
             raise InputError("--exit-after must be at least 1")
+        if self.tariff_limit is not None and self.tariff_limit < 0:
+            raise InputError("--tariff-limit cannot be negative")
+        if self.api_queue is not None and not self.api_result_queue:
+            raise InputError("--api-result-queue cannot be empty")
 
 
 @dataclass
@@ -112,6 +134,24 @@ class EmulatorCounts:
     malformed: int = 0
     #: Requests whose body is not a JSON object (answered only if a feedback_id can be read).
     invalid_json: int = 0
+    #: ``api_req`` messages taken and handled.
+    api_requests: int = 0
+    #: Responses on ``api_resp`` the broker confirmed (a duplicated one counts twice).
+    api_responses: int = 0
+    #: Profiles imported or updated through ``api_req``.
+    api_profiles: int = 0
+    #: Profiles of a batch (or a single import) answered with an error.
+    api_profile_errors: int = 0
+    #: API calls whose response (sent, maybe malformed) carries a non-zero error.
+    api_errors: int = 0
+    #: API calls without a ``request_id``: applied, nothing to answer.
+    api_unanswered: int = 0
+    #: API calls whose response was dropped, duplicated or malformed on purpose.
+    api_dropped: int = 0
+    api_duplicated: int = 0
+    api_malformed: int = 0
+    #: ``api_req`` messages that are not a JSON object.
+    api_invalid_json: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,14 +228,22 @@ def _message_id(fid: object) -> bytes:
 Outgoing = tuple[float, list[int], list[bytes], list[bytes]]
 
 
-class _Server:
-    """One connection's worth of serving: a consumer callback, and three tasks (handle, send, ack)."""
+class _Responder:
+    """One request queue's worth of serving: deliveries in, a task each to handle, send and ack.
 
-    def __init__(self, settings: EmulatorSettings, store: ProfileStore, counts: EmulatorCounts) -> None:
+    Replies go out through a :class:`Publisher` on a channel of their own; a request is acked once
+    its reply is confirmed (or it needs none). Subclasses say how a batch of requests is handled.
+    """
+
+    #: A batch smaller than this waits :data:`GATHER_S` for more requests before it is handled.
+    gather_min = GATHER_MIN
+    #: Handle at most this many requests at a time (0: all that are waiting).
+    batch_limit = 0
+
+    def __init__(self, settings: EmulatorSettings, counts: EmulatorCounts, faults: Faults) -> None:
         self.settings = settings
-        self.store = store
         self.counts = counts
-        self.faults = Faults.of(settings)
+        self.faults = faults
         self.inbox: list[Delivery] = []
         self.inbox_ready = asyncio.Event()
         #: Reply batches with the loop time they may go out at (constant delay: in time order).
@@ -218,13 +266,6 @@ class _Server:
         self.ack_wake = asyncio.Event()
         self.ack_full = asyncio.Event()
 
-    # -- the consumer callback (aiormq runs one task per delivery: keep it trivial) -----------
-
-    def deliver(self, batch: list[Delivery]) -> None:
-        """Deliveries of one socket read, from the connection's tap (no task per message)."""
-        self.inbox.extend(batch)
-        self.inbox_ready.set()
-
     # -- handling ----------------------------------------------------------------------------
 
     async def handle_loop(self) -> None:
@@ -235,13 +276,160 @@ class _Server:
                 self.inbox_ready.clear()
                 await self.inbox_ready.wait()
                 continue
-            if len(self.inbox) < GATHER_MIN and not self.draining:
+            if len(self.inbox) < self.gather_min and not self.draining:
                 await asyncio.sleep(GATHER_S)
-            batch, self.inbox = self.inbox, []
+            limit = self.batch_limit
+            if limit and len(self.inbox) > limit:
+                batch, self.inbox = self.inbox[:limit], self.inbox[limit:]
+            else:
+                batch, self.inbox = self.inbox, []
             self.handle(batch)
             await asyncio.sleep(0)
         self.handled_all = True
         self.outbox_ready.set()
+
+    def handle(self, batch: list[Delivery]) -> None:
+        raise NotImplementedError
+
+    def count_replied(self, n: int) -> None:
+        raise NotImplementedError
+
+    def queue_replies(self, tokens: list[int], bodies: list[bytes], ids: list[bytes]) -> None:
+        """Send these replies once the delay has passed."""
+        due = asyncio.get_running_loop().time() + self.settings.delay
+        self.outbox.append((due, tokens, bodies, ids))
+        self.outbox_ready.set()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_loop(self) -> None:
+        publisher = self.publisher
+        assert publisher is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.outbox:
+                if self.handled_all:
+                    break
+                self.outbox_ready.clear()
+                await self.outbox_ready.wait()
+                continue
+            due, tokens, bodies, ids = self.outbox[0]
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self.outbox.popleft()
+            await publisher.publish_bodies(tokens, bodies, ids)
+        await publisher.flush()
+
+    def on_confirmed(self, tokens: list[int]) -> None:
+        self.count_replied(len(tokens))
+        remaining = self.remaining
+        if not remaining:
+            self.settle(tokens)
+            return
+        settled = []
+        for tag in tokens:
+            left = remaining.get(tag)
+            if left is None:
+                settled.append(tag)
+            elif left > 1:
+                remaining[tag] = left - 1
+            else:
+                del remaining[tag]
+                settled.append(tag)
+        self.settle(settled)
+
+    def on_failed(self, tokens: list[int]) -> None:
+        """The broker refused these replies for good: requeue their requests (nack), never ack them."""
+        log.error("the broker refused %d reply(ies); their requests go back to the queue", len(tokens))
+        fresh = [t for t in tokens if t > self.acked and t not in self.failed]
+        for tag in fresh:
+            self.remaining.pop(tag, None)
+            self.failed.add(tag)
+            self.to_nack.append(tag)
+        self.settle(fresh)
+
+    # -- acking ------------------------------------------------------------------------------
+
+    def settle(self, tags: list[int]) -> None:
+        """These requests need nothing more (reply confirmed, or none to send): they may be acked."""
+        floor, ahead = self.floor, self.ahead
+        for tag in tags:
+            if tag == floor + 1:
+                floor = tag
+                while ahead and floor + 1 in ahead:
+                    floor += 1
+                    ahead.remove(floor)
+            elif tag > floor:
+                ahead.add(tag)
+        self.floor = floor
+        pending = floor - self.acked
+        if pending >= ACK_EVERY:
+            self.ack_full.set()
+            self.ack_wake.set()
+        elif pending > 0 or self.to_nack:
+            self.ack_wake.set()
+
+    async def ack_loop(self) -> None:
+        while True:
+            await self.ack_wake.wait()
+            self.ack_wake.clear()
+            if self.floor - self.acked < ACK_EVERY and not self.to_nack:
+                self.ack_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ACK_INTERVAL_S):
+                        await self.ack_full.wait()
+            await self.flush_acks()
+
+    async def flush_acks(self) -> None:
+        channel = self.consume
+        if channel is None or channel.is_closed:
+            return
+        nacks, self.to_nack = self.to_nack, []
+        target = self.floor
+        while target > self.acked and target in self.failed:
+            target -= 1
+        previous, self.acked = self.acked, max(self.acked, target)
+        if self.failed:
+            self.failed = {t for t in self.failed if t > self.acked}
+        for tag in nacks:
+            await channel.basic_nack(tag, multiple=False, requeue=True, wait=False)
+        if target > previous:
+            await channel.basic_ack(target, multiple=True, wait=False)
+
+    def tasks(self, name: str) -> list[asyncio.Task[None]]:
+        """The handle, send and ack tasks, in that order."""
+        return [
+            asyncio.create_task(self.handle_loop(), name=f"{name}-handle"),
+            asyncio.create_task(self.send_loop(), name=f"{name}-send"),
+            asyncio.create_task(self.ack_loop(), name=f"{name}-ack"),
+        ]
+
+    def drain(self) -> None:
+        """Handle what was delivered, then let the handle and send tasks end."""
+        self.draining = True
+        self.inbox_ready.set()
+
+
+class _Jobs(_Responder):
+    """``database_import`` → ``database_import_result``: one reply per request."""
+
+    def __init__(
+        self, settings: EmulatorSettings, store: ProfileStore, counts: EmulatorCounts, faults: Faults
+    ) -> None:
+        super().__init__(settings, counts, faults)
+        self.store = store
+
+    # -- the consumer callback (aiormq runs one task per delivery: keep it trivial) -----------
+
+    def deliver(self, batch: list[Delivery]) -> None:
+        """Deliveries of one socket read, from the connection's tap (no task per message)."""
+        self.inbox.extend(batch)
+        self.inbox_ready.set()
+
+    def count_replied(self, n: int) -> None:
+        self.counts.replied += n
 
     def handle(self, batch: list[Delivery]) -> None:
         """Apply a batch of requests and queue their replies (the store is flushed first)."""
@@ -318,160 +506,195 @@ class _Server:
         if settled:
             self.settle(settled)
         if tokens:
-            due = asyncio.get_running_loop().time() + s.delay
-            self.outbox.append((due, tokens, bodies, ids))
-            self.outbox_ready.set()
+            self.queue_replies(tokens, bodies, ids)
 
-    # -- sending -----------------------------------------------------------------------------
 
-    async def send_loop(self) -> None:
-        publisher = self.publisher
-        assert publisher is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self.outbox:
-                if self.handled_all:
-                    break
-                self.outbox_ready.clear()
-                await self.outbox_ready.wait()
-                continue
-            due, tokens, bodies, ids = self.outbox[0]
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            self.outbox.popleft()
-            await publisher.publish_bodies(tokens, bodies, ids)
-        await publisher.flush()
+class _Api(_Responder):
+    """``api_req`` → ``api_resp``: an API call per message, answered when it has a request_id."""
 
-    def on_confirmed(self, tokens: list[int]) -> None:
-        self.counts.replied += len(tokens)
-        remaining = self.remaining
-        if not remaining:
-            self.settle(tokens)
-            return
-        settled = []
-        for tag in tokens:
-            left = remaining.get(tag)
-            if left is None:
+    #: Calls come one message at a time, each with up to 10,000 profiles: no waiting for more, and
+    #: a few at a time, so that ``database_import`` requests are not held up behind many.
+    gather_min = 1
+    batch_limit = 4
+
+    def __init__(
+        self, settings: EmulatorSettings, store: ProfileStore, counts: EmulatorCounts, faults: Faults
+    ) -> None:
+        super().__init__(settings, counts, faults)
+        self.store = store
+        self.service = ApiService(
+            store, token=settings.token, tariff_limit=settings.tariff_limit, imported=counts.api_profiles
+        )
+
+    async def deliver(self, message: DeliveredMessage) -> None:
+        """aiormq's consumer callback: one task per delivery, which API calls can afford."""
+        tag = message.delivery_tag
+        assert tag is not None
+        self.inbox.append(
+            Delivery(tag, bool(getattr(message.delivery, "redelivered", False)), message.body, b"")
+        )
+        self.inbox_ready.set()
+
+    def count_replied(self, n: int) -> None:
+        self.counts.api_responses += n
+
+    def handle(self, batch: list[Delivery]) -> None:
+        """Apply a few API calls and queue their responses (the store is flushed first)."""
+        counts, service, decide, active = self.counts, self.service, self.faults.decide, self.faults.active
+        tokens: list[int] = []
+        bodies: list[bytes] = []
+        ids: list[bytes] = []
+        settled: list[int] = []
+        for message in batch:
+            tag, body = message.delivery_tag, message.body
+            counts.api_requests += 1
+            fate = decide(body) if active else NO_FAULT
+            answer = service.handle(body, fail=fate.error)
+            counts.api_profiles += answer.imported
+            counts.api_profile_errors += answer.failed
+            if not answer.valid:
+                counts.api_invalid_json += 1
+                log.warning(
+                    "api request %d is not a JSON object: %s: %r",
+                    tag,
+                    "acked, answered" if answer.request_id is not None else "acked, no request_id to answer",
+                    body[:120],
+                )
+            if answer.request_id is None:
+                counts.api_unanswered += 1
                 settled.append(tag)
-            elif left > 1:
-                remaining[tag] = left - 1
+                continue
+            if fate.drop:
+                counts.api_dropped += 1
+                settled.append(tag)
+                continue
+            if answer.body["error"]:
+                counts.api_errors += 1
+            if fate.malformed:
+                counts.api_malformed += 1
+                out = malformed_response(answer, self.malformed_turn)
+                self.malformed_turn += 1
             else:
-                del remaining[tag]
-                settled.append(tag)
-        self.settle(settled)
+                out = answer.render()
+            message_id = _message_id(answer.request_id)
+            tokens.append(tag)
+            bodies.append(out)
+            ids.append(message_id)
+            if fate.duplicate:
+                counts.api_duplicated += 1
+                self.remaining[tag] = 2
+                tokens.append(tag)
+                bodies.append(out)
+                ids.append(message_id)
+        self.store.flush()
+        freeze_garbage_collection()
+        if settled:
+            self.settle(settled)
+        if tokens:
+            self.queue_replies(tokens, bodies, ids)
 
-    def on_failed(self, tokens: list[int]) -> None:
-        """The broker refused these replies for good: requeue their requests (nack), never ack them."""
-        log.error("the broker refused %d reply(ies); their requests go back to the queue", len(tokens))
-        fresh = [t for t in tokens if t > self.acked and t not in self.failed]
-        for tag in fresh:
-            self.remaining.pop(tag, None)
-            self.failed.add(tag)
-            self.to_nack.append(tag)
-        self.settle(fresh)
 
-    # -- acking ------------------------------------------------------------------------------
+class _Server:
+    """One connection's worth of serving: ``database_import`` and, if asked, ``api_req``."""
 
-    def settle(self, tags: list[int]) -> None:
-        """These requests need nothing more (reply confirmed, or none to send): they may be acked."""
-        floor, ahead = self.floor, self.ahead
-        for tag in tags:
-            if tag == floor + 1:
-                floor = tag
-                while ahead and floor + 1 in ahead:
-                    floor += 1
-                    ahead.remove(floor)
-            elif tag > floor:
-                ahead.add(tag)
-        self.floor = floor
-        pending = floor - self.acked
-        if pending >= ACK_EVERY:
-            self.ack_full.set()
-            self.ack_wake.set()
-        elif pending > 0 or self.to_nack:
-            self.ack_wake.set()
+    def __init__(self, settings: EmulatorSettings, store: ProfileStore, counts: EmulatorCounts) -> None:
+        self.settings = settings
+        self.store = store
+        self.counts = counts
+        faults = Faults.of(settings)
+        self.jobs = _Jobs(settings, store, counts, faults)
+        self.api = _Api(settings, store, counts, faults) if settings.api_queue else None
 
-    async def ack_loop(self) -> None:
-        while True:
-            await self.ack_wake.wait()
-            self.ack_wake.clear()
-            if self.floor - self.acked < ACK_EVERY and not self.to_nack:
-                self.ack_full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ACK_INTERVAL_S):
-                        await self.ack_full.wait()
-            await self.flush_acks()
+    async def _consume(
+        self,
+        connection: aiormq.Connection,
+        responder: _Responder,
+        queues: tuple[str, str],
+        prefetch: int,
+        cancelled: asyncio.Future[str],
+        tap: Tap | None = None,
+    ) -> tuple[aiormq.Channel, aiormq.Channel, str]:
+        """Open the reply and request channels of ``responder`` and start consuming; the tag."""
+        b = self.settings.broker
+        queue, result_queue = queues
+        publish = await broker.open_channel(connection, b, confirms=True)
+        consume = await broker.open_channel(connection, b, confirms=False)
+        responder.publisher = Publisher(
+            result_queue,
+            window=max(1024, 2 * prefetch),
+            on_confirmed=responder.on_confirmed,
+            on_failed=responder.on_failed,
+        )
+        responder.publisher.attach(publish)
 
-    async def flush_acks(self) -> None:
-        channel = self.consume
-        if channel is None or channel.is_closed:
-            return
-        nacks, self.to_nack = self.to_nack, []
-        target = self.floor
-        while target > self.acked and target in self.failed:
-            target -= 1
-        previous, self.acked = self.acked, max(self.acked, target)
-        if self.failed:
-            self.failed = {t for t in self.failed if t > self.acked}
-        for tag in nacks:
-            await channel.basic_nack(tag, multiple=False, requeue=True, wait=False)
-        if target > previous:
-            await channel.basic_ack(target, multiple=True, wait=False)
+        def on_cancel(frame: spec.Basic.Cancel) -> None:
+            if not cancelled.done():
+                cancelled.set_result(f"the broker cancelled the consumer of {queue!r} (queue deleted?)")
+
+        consume.on_consumer_cancel_callbacks.add(on_cancel)
+        consumer_tag = f"bulk-import-emulator.{uuid.uuid4().hex}"
+        responder.consume = consume
+        with broker.map_amqp_errors(b):
+            await consume.basic_qos(prefetch_count=prefetch)
+            if tap is not None:
+                assert isinstance(responder, _Jobs)
+                tap.attach(consume.number, responder.deliver)
+                await consume.basic_consume(queue, untapped, consumer_tag=consumer_tag)
+            else:
+                assert isinstance(responder, _Api)
+                await consume.basic_consume(queue, responder.deliver, consumer_tag=consumer_tag)
+        return publish, consume, consumer_tag
 
     # -- the whole run -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None) -> None:
-        b = self.settings.broker
+        s = self.settings
+        b = s.broker
         tap = Tap()
         connection = await broker.connect(b, tap=tap)
         tasks: list[asyncio.Task[None]] = []
         watchers: list[asyncio.Future[Any]] = []
         try:
             await broker.ensure_queues(connection, b, b.queue, b.result_queue)
-            publish = await broker.open_channel(connection, b, confirms=True)
-            consume = await broker.open_channel(connection, b, confirms=False)
-            self.publisher = Publisher(
-                b.result_queue,
-                window=max(1024, 2 * self.settings.prefetch),
-                on_confirmed=self.on_confirmed,
-                on_failed=self.on_failed,
-            )
-            self.publisher.attach(publish)
+            if s.api_queue:
+                try:
+                    await broker.ensure_queues(connection, b, s.api_queue, s.api_result_queue)
+                except QueueMissing as exc:
+                    raise QueueMissing(f"{exc} (--api-queue '' serves database_import alone)") from None
             cancelled: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-            def on_cancel(frame: spec.Basic.Cancel) -> None:
-                if not cancelled.done():
-                    cancelled.set_result(f"the broker cancelled the consumer of {b.queue!r} (queue deleted?)")
-
-            consume.on_consumer_cancel_callbacks.add(on_cancel)
-            consumer_tag = f"bulk-import-emulator.{uuid.uuid4().hex}"
-            self.consume = consume
-            with broker.map_amqp_errors(b):
-                await consume.basic_qos(prefetch_count=self.settings.prefetch)
-                tap.attach(consume.number, self.deliver)
-                await consume.basic_consume(b.queue, untapped, consumer_tag=consumer_tag)
+            publish, consume, consumer_tag = await self._consume(
+                connection, self.jobs, (b.queue, b.result_queue), s.prefetch, cancelled, tap
+            )
+            channels = [consume, publish]
+            consumers = [(consume, consumer_tag)]
+            served = f"{b.queue} -> {b.result_queue}"
+            if self.api is not None and s.api_queue:
+                api_publish, api_consume, api_tag = await self._consume(
+                    connection, self.api, (s.api_queue, s.api_result_queue), API_PREFETCH, cancelled
+                )
+                channels += [api_consume, api_publish]
+                consumers.append((api_consume, api_tag))
+                served += f", {s.api_queue} -> {s.api_result_queue}"
             if on_ready is not None:
                 on_ready()
-            log.info("serving %s -> %s at %s", b.queue, b.result_queue, b.safe_url)
+            log.info("serving %s at %s", served, b.safe_url)
 
-            tasks = [
-                asyncio.create_task(self.handle_loop(), name="emulator-handle"),
-                asyncio.create_task(self.send_loop(), name="emulator-send"),
-                asyncio.create_task(self.ack_loop(), name="emulator-ack"),
-            ]
+            responders: list[_Responder] = [self.jobs] if self.api is None else [self.jobs, self.api]
+            per_responder = [r.tasks(f"emulator-{i}") for i, r in enumerate(responders)]
+            tasks = [task for group in per_responder for task in group]
+            work = [task for group in per_responder for task in group[:2]]
             stopping = asyncio.ensure_future(stop.wait())
-            watchers = [stopping, cancelled, connection.closing, consume.closing, publish.closing]
+            watchers = [stopping, cancelled, connection.closing, *(c.closing for c in channels)]
             await asyncio.wait([*watchers, *tasks], return_when=asyncio.FIRST_COMPLETED)
             self._raise_if_broken(tasks, watchers[1:])
 
             with broker.map_amqp_errors(b):
-                await consume.basic_cancel(consumer_tag)
+                for channel, tag in consumers:
+                    await channel.basic_cancel(tag)
             await asyncio.sleep(0)  # deliveries read before the Cancel-Ok reach the inbox
-            self.draining = True
-            self.inbox_ready.set()
-            await self._drain(tasks[:2], watchers[1:])
+            for responder in responders:
+                responder.drain()
+            await self._drain(work, watchers[1:], responders)
         finally:
             for task in tasks:
                 task.cancel()
@@ -480,7 +703,12 @@ class _Server:
             await asyncio.gather(*tasks, *watchers, return_exceptions=True)
             await broker.close_quietly(connection)
 
-    async def _drain(self, work: list[asyncio.Task[None]], watchers: list[asyncio.Future[Any]]) -> None:
+    async def _drain(
+        self,
+        work: list[asyncio.Task[None]],
+        watchers: list[asyncio.Future[Any]],
+        responders: list[_Responder],
+    ) -> None:
         """Handle what was delivered, publish every reply, wait for the confirms, send the acks."""
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
@@ -499,7 +727,8 @@ class _Server:
             )
             return
         with broker.map_amqp_errors(self.settings.broker):
-            await self.flush_acks()
+            for responder in responders:
+                await responder.flush_acks()
 
     def _raise_if_broken(self, tasks: list[asyncio.Task[None]], watchers: list[asyncio.Future[Any]]) -> None:
         """Raise a task's error, or :class:`ConnectionLost` if the broker side went away."""

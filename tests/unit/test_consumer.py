@@ -17,6 +17,7 @@ class Channel:
         self.dead = dead
         self.is_closed = False
         self.acks: list[tuple[int, bool]] = []
+        self.on_consumer_cancel_callbacks: set[Any] = set()
 
     async def basic_qos(self, **kwargs: Any) -> None:
         pass

@@ -110,6 +110,14 @@ class TestRejections:
             ("phone", "79oo1234567", "invalid phone in phone"),
             ("profile_id", "60f039e830b8bcb28392f8e", "invalid profile_id in profile_id"),
             ("profile_id", "60f039e830b8bcb28392f8eZ", "invalid profile_id in profile_id"),
+            ("email", "john\x00@example.com", "NUL character in email"),
+            ("email", "john@example.com\x00", "NUL character in email"),
+            ("email", "john\x01@example.com", "invalid email in email"),
+            ("email", "john@example.com\x1b", "invalid email in email"),
+            ("email", "john@exa\x7fmple.com", "invalid email in email"),
+            ("email", "john@example.com\x9b", "invalid email in email"),
+            ("phone", "+7900\x001234567", "NUL character in phone"),
+            ("profile_id", "60f039e830b8bcb28392f8e\x00", "NUL character in profile_id"),
         ],
     )
     def test_invalid_keys_are_rejected_with_a_reason(
@@ -129,6 +137,13 @@ class TestRejections:
         )
         assert batch.rejected_rows == [0]
         assert batch.rows == [1]
+
+    def test_a_nul_in_a_custom_key_is_rejected_other_controls_are_sent(self) -> None:
+        """No key holds a NUL; a custom field's text may hold other control characters, JSON-escaped."""
+        batch = custom(frame(CRM_ID=["A\x00B", "A\x01B", "A\tB"]))
+        assert batch.rejected_rows == [0]
+        assert batch.rejected_reasons == ["NUL character in CRM_ID"]
+        assert [body["field_value"] for body, _ in sent_with_keys(batch)] == ["A\x01B", "A\tB"]
 
     def test_keys_frame_covers_every_row(self) -> None:
         """Sent and rejected rows both appear in the batch's keys, with the reject reason."""

@@ -1,0 +1,230 @@
+"""The two ways rows reach the platform over RabbitMQ, behind the one run.
+
+- :class:`PerRow`: one ``database_import`` message per row, answered on ``database_import_result``
+  by one reply with the row's ``feedback_id``.
+- :class:`Batched`: many rows per ``api_req`` message calling ``api/v1.1/profiles/import_batch``
+  (or ``add_batch`` / ``update_batch``), answered on ``api_resp`` with one result per row, in
+  order. A message carries a run of consecutive rows, so its ``request_id``,
+  ``<run id>-<first row>-<count>``, names every row it holds, and a request-level error (a bad
+  token, a tariff limit) can be spread over them.
+
+A protocol decides how built rows become messages and how a reply becomes row outcomes; the
+ledger, journal, results, reconnects and signals are the run's and do not change with it.
+Everything here is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from .config import BrokerSettings, ImportOptions
+from .messages import RUN_ID_RE, MalformedReply, Reply, parse_feedback_id, reply_from
+
+#: The most profiles the platform recommends in one batch request, and the most bytes.
+MAX_BATCH_ROWS: Final = 10_000
+MAX_BATCH_BYTES: Final = 10 * 1024 * 1024
+#: The API method for each ``--mode``.
+BATCH_METHODS: Final = {
+    "import": "api/v1.1/profiles/import_batch",
+    "add": "api/v1.1/profiles/add_batch",
+    "update": "api/v1.1/profiles/update_batch",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """Messages ready to frame: for each, its token (its first row), its body and its id."""
+
+    tokens: list[int]
+    bodies: list[bytes]
+    ids: list[bytes]
+    #: Rows per message, when a message holds more than one.
+    counts: list[int] | None = None
+
+    def rows(self, start: int, end: int) -> list[int]:
+        """The rows of messages ``start`` to ``end``."""
+        if self.counts is None:
+            return self.tokens[start:end]
+        return [
+            r
+            for t, c in zip(self.tokens[start:end], self.counts[start:end], strict=True)
+            for r in range(t, t + c)
+        ]
+
+
+#: What a reply says: whose it is (a run id, or None), and for this run the rows it answers
+#: (None when it is this run's but cannot be read).
+Read = tuple[str | None, list[tuple[int, Reply]] | None]
+
+
+def read_per_row(body: bytes, run_id: str) -> Read:
+    """A ``database_import_result`` reply: whose it is, and for this run the row it answers."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    parsed = parse_feedback_id(doc.get("feedback_id"))
+    if parsed is None:
+        return None, None
+    owner, row = parsed
+    if owner != run_id:
+        return owner, None
+    try:
+        return owner, [(row, reply_from(doc))]
+    except MalformedReply:
+        return owner, None
+
+
+class PerRow:
+    """``database_import``: a message per row."""
+
+    name = "queue"
+
+    def __init__(self, options: ImportOptions, settings: BrokerSettings) -> None:
+        self.request_queue = settings.queue
+        self.result_queue = settings.result_queue
+
+    def messages(self, rows: list[int], bodies: list[bytes], ids: list[bytes], run_id: str) -> Outgoing:
+        return Outgoing(rows, bodies, ids)
+
+    def expand(self, tokens: list[int]) -> list[int]:
+        return tokens
+
+    read = staticmethod(read_per_row)
+
+
+def request_id(run_id: str, first: int, count: int) -> str:
+    return f"{run_id}-{first}-{count}"
+
+
+def parse_request_id(value: object) -> tuple[str, int, int] | None:
+    """``(run id, first row, count)`` of an id made by :func:`request_id`, or None for any other."""
+    if not isinstance(value, str):
+        return None
+    parts = value.split("-")
+    if len(parts) != 3 or not RUN_ID_RE.match(parts[0]) or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+class Batched:
+    """``api_req``: runs of consecutive rows per message, at most ``batch_size`` and 10 MB each."""
+
+    name = "api"
+
+    def __init__(self, options: ImportOptions, settings: BrokerSettings) -> None:
+        self.request_queue = settings.api_queue
+        self.result_queue = settings.api_result_queue
+        self.batch_size = min(options.batch_size, MAX_BATCH_ROWS)
+        self.max_bytes = MAX_BATCH_BYTES
+        self.matching = options.matching
+        self._counts: dict[int, int] = {}
+        call = {"token": options.api_token or "", "db_id": options.db_id, "matching": options.matching}
+        if options.matching == "custom":
+            call["field_name"] = options.field_name or ""
+        if options.skip_triggers:
+            call["skip_triggers"] = True
+        if options.detect_geo:
+            call["detect_geo"] = True
+        if options.resource_id is not None:
+            call["resource_id"] = options.resource_id
+        self._head = orjson.dumps({"account_id": options.account_id})[:-1] + b',"request_id":"'
+        mode = "update" if options.update_only else options.mode
+        self._middle = (
+            b'","request":' + orjson.dumps(BATCH_METHODS[mode]) + b',"body":' + orjson.dumps(call)[:-1]
+        )
+        self._middle += b',"data":['
+        self._overhead = len(self._head) + len(self._middle) + 64
+
+    def messages(self, rows: list[int], bodies: list[bytes], ids: list[bytes], run_id: str) -> Outgoing:
+        """Cut ``rows`` (each with its profile item) into runs of consecutive rows, then by size."""
+        tokens: list[int] = []
+        out: list[bytes] = []
+        out_ids: list[bytes] = []
+        counts: list[int] = []
+        start = 0
+        while start < len(rows):
+            end, size = start, self._overhead
+            while (
+                end < len(rows)
+                and end - start < self.batch_size
+                and (end == start or rows[end] == rows[end - 1] + 1)
+                and (end == start or size + len(bodies[end]) + 1 <= self.max_bytes)
+            ):
+                size += len(bodies[end]) + 1
+                end += 1
+            first, count = rows[start], end - start
+            rid = request_id(run_id, first, count).encode()
+            out.append(b"".join((self._head, rid, self._middle, b",".join(bodies[start:end]), b"]}}")))
+            out_ids.append(rid)
+            tokens.append(first)
+            counts.append(count)
+            self._counts[first] = count
+            start = end
+        return Outgoing(tokens, out, out_ids, counts)
+
+    def expand(self, tokens: list[int]) -> list[int]:
+        """The rows of the messages whose tokens these are."""
+        counts = self._counts
+        return [r for t in tokens for r in range(t, t + counts.get(t, 1))]
+
+    def read(self, body: bytes, run_id: str) -> Read:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None, None
+        if not isinstance(doc, dict):
+            return None, None
+        parsed = parse_request_id(doc.get("request_id"))
+        if parsed is None:
+            return None, None
+        owner, first, count = parsed
+        if owner != run_id:
+            return owner, None
+        rid = doc["request_id"]
+        response = doc.get("body")
+        if not isinstance(response, dict):
+            return owner, None
+        try:
+            return owner, self.outcomes(rid, first, count, response)
+        except MalformedReply:
+            return owner, None
+
+    def outcomes(
+        self, rid: str, first: int, count: int, response: dict[str, object]
+    ) -> list[tuple[int, Reply]]:
+        """Each row's outcome: its item's result, or the request's own error for every row."""
+        error = response.get("error", 0)
+        results = response.get("result")
+        if isinstance(error, int) and not isinstance(error, bool) and error != 0:
+            whole = Reply(rid, error, _text(response.get("error_text")), self.matching, "")
+            return [(row, whole) for row in range(first, first + count)]
+        if not isinstance(results, list) or len(results) != count:
+            raise MalformedReply(f"expected {count} results, got {_size(results)}")
+        out: list[tuple[int, Reply]] = []
+        for row, item in zip(range(first, first + count), results, strict=True):
+            if not isinstance(item, dict):
+                raise MalformedReply("a result is not an object")
+            out.append((row, reply_from({"matching_field": self.matching, **item, "feedback_id": rid})))
+        return out
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _size(value: object) -> str:
+    return str(len(value)) if isinstance(value, Sequence) else type(value).__name__
+
+
+Protocol = PerRow | Batched
+
+
+def protocol_for(options: ImportOptions, settings: BrokerSettings) -> Protocol:
+    return Batched(options, settings) if options.via == "api" else PerRow(options, settings)

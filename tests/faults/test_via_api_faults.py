@@ -1,0 +1,66 @@
+"""Batched import (--via api) under the faults the per-message path survives."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults import broker_control
+from tests.faults.test_faults import ROWS, accounted, exited, when_replies_reach
+from tests.helpers import Queues, cli, delete, emulator, run_cli, status_counts
+
+pytestmark = [pytest.mark.broker, pytest.mark.faults]
+TOKEN = "t0ken-for-faults"
+
+
+def api_args(queues: Queues) -> list[str]:
+    return ["--api-queue", f"{queues.request}_api", "--api-result-queue", f"{queues.result}_api"]
+
+
+def run_args(data: Path, queues: Queues, results: Path, *extra: str) -> list[str | Path]:
+    return [
+        "run", data, "--db", "1", *queues.args(), *api_args(queues), "--via", "api", "--token", TOKEN,
+        "--results", results, "--batch-size", "200", "--max-pending", "2000", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def data(samples: dict[str, Path]) -> Path:
+    return samples["20k.parquet"]
+
+
+@pytest.fixture(autouse=True)
+def api_queues(queues: Queues) -> Iterator[None]:
+    yield
+    delete(*api_args(queues)[1::2])
+
+
+def test_sigkill_then_resume_in_batches(data: Path, queues: Queues, tmp_path: Path) -> None:
+    results = tmp_path / "r.csv"
+    with emulator(queues, *api_args(queues), "--token", TOKEN):
+        proc = subprocess.Popen(
+            cli(*run_args(data, queues, results)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        when_replies_reach(results, ROWS // 3, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        done = run_cli(*run_args(data, queues, results, "--resume"))
+    assert exited(done) == 0, done.stderr
+    assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
+
+
+def test_connections_closed_mid_batched_run(data: Path, queues: Queues, tmp_path: Path) -> None:
+    results = tmp_path / "r.csv"
+    with emulator(queues, *api_args(queues), "--token", TOKEN):
+        proc = subprocess.Popen(
+            cli(*run_args(data, queues, results)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        when_replies_reach(results, ROWS // 3, proc)
+        broker_control.close_all_connections()
+        _, err = proc.communicate(timeout=600)
+    assert exited(proc) == 0, err
+    assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}

@@ -1,0 +1,103 @@
+"""The two protocols: how built rows become messages, and how a reply becomes row outcomes."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bulk_import.config import BrokerSettings, ImportOptions
+from bulk_import.protocols import Batched, PerRow, parse_request_id, request_id
+
+SETTINGS = BrokerSettings()
+
+
+def batched(**kwargs: object) -> Batched:
+    return Batched(ImportOptions(db_id=3, via="api", api_token="T", **kwargs), SETTINGS)  # type: ignore[arg-type]
+
+
+def items(rows: list[int]) -> list[bytes]:
+    return [orjson.dumps({"email": f"u{r}@x.io", "data": {"n": r}}) for r in rows]
+
+
+@given(
+    st.lists(st.integers(0, 5000), unique=True, max_size=400).map(sorted),
+    st.integers(1, 50),
+)
+def test_messages_hold_runs_of_consecutive_rows_within_the_batch_size(rows: list[int], size: int) -> None:
+    protocol = batched(batch_size=size)
+    out = protocol.messages(rows, items(rows), [b""] * len(rows), "run1")
+    assert out.counts is not None
+    assert out.rows(0, len(out.tokens)) == rows  # every row once, in order
+    for token, count, body, rid in zip(out.tokens, out.counts, out.bodies, out.ids, strict=True):
+        assert 1 <= count <= size
+        doc = orjson.loads(body)
+        assert doc["request_id"] == rid.decode() == request_id("run1", token, count)
+        assert [item["data"]["n"] for item in doc["body"]["data"]] == list(range(token, token + count))
+        assert doc["body"]["token"] == "T" and doc["body"]["db_id"] == 3
+    assert protocol.expand(out.tokens) == rows
+
+
+def test_a_message_is_cut_before_10_mb() -> None:
+    protocol = batched(batch_size=10_000)
+    protocol.max_bytes = 1000
+    rows = list(range(40))
+    out = protocol.messages(rows, items(rows), [b""] * 40, "run1")
+    assert len(out.tokens) > 1
+    assert all(len(body) <= 1000 for body in out.bodies)
+    assert out.rows(0, len(out.tokens)) == rows
+
+
+def test_the_mode_picks_the_method() -> None:
+    for kwargs, method in [
+        ({}, "api/v1.1/profiles/import_batch"),
+        ({"mode": "add"}, "api/v1.1/profiles/add_batch"),
+        ({"update_only": True}, "api/v1.1/profiles/update_batch"),
+    ]:
+        out = batched(**kwargs).messages([0], items([0]), [b""], "r")
+        assert orjson.loads(out.bodies[0])["request"] == method
+
+
+def response(rid: str, body: object) -> bytes:
+    return orjson.dumps({"request_id": rid, "body": body})
+
+
+def test_each_row_gets_its_item_result() -> None:
+    protocol = batched()
+    results = [{"error": 0, "profile_id": "p10"}, {"error": 201, "error_text": "bad email"}]
+    owner, got = protocol.read(response("run1-10-2", {"error": 0, "result": results}), "run1")
+    assert owner == "run1" and got is not None
+    assert [(row, r.error, r.error_text, r.profile_id) for row, r in got] == [
+        (10, 0, "", "p10"),
+        (11, 201, "bad email", ""),
+    ]
+    assert all(r.matching_field == "email" for _, r in got)
+
+
+def test_a_request_level_error_is_every_rows_error() -> None:
+    _, got = batched().read(response("run1-5-3", {"error": 401, "error_text": "token required"}), "run1")
+    assert got is not None
+    assert [(row, r.error, r.error_text) for row, r in got] == [(r, 401, "token required") for r in (5, 6, 7)]
+
+
+def test_replies_that_are_not_ours_or_cannot_be_read() -> None:
+    protocol = batched()
+    assert protocol.read(response("other-1-2", {"error": 0, "result": [{}, {}]}), "run1") == ("other", None)
+    assert protocol.read(response("run1-1-2", {"error": 0, "result": [{}]}), "run1") == ("run1", None)
+    assert protocol.read(b"nope", "run1") == (None, None)
+    assert protocol.read(orjson.dumps({"request_id": "x"}), "run1") == (None, None)
+
+
+def test_request_ids_round_trip_and_nothing_else_parses() -> None:
+    assert parse_request_id(request_id("ab12", 7, 1000)) == ("ab12", 7, 1000)
+    for value in ["ab12-7", "ab12-7-x", "AB-1-2", 7, None, "a-b-1-2"]:
+        assert parse_request_id(value) is None
+
+
+def test_per_row_messages_are_the_rows_themselves() -> None:
+    protocol = PerRow(ImportOptions(db_id=1), SETTINGS)
+    out = protocol.messages([3, 4], [b"a", b"b"], [b"r-3", b"r-4"], "r")
+    assert out.counts is None and out.rows(0, 2) == [3, 4] and protocol.expand([3, 4]) == [3, 4]
+    reply = orjson.dumps({"feedback_id": "r-3", "error": 0, "profile_id": "p"})
+    owner, got = protocol.read(reply, "r")
+    assert owner == "r" and got is not None and got[0][0] == 3
