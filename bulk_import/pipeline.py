@@ -205,6 +205,8 @@ class _Clock:
     started: float = field(default_factory=time.monotonic)
     first_publish: float | None = None
     last_confirm: float | None = None
+    #: Rows whose message the broker confirmed (a batch message confirms all its rows).
+    rows_confirmed: int = 0
 
 
 class Run:
@@ -465,6 +467,7 @@ class Run:
 
     def _on_confirmed(self, rows: list[int]) -> None:
         self.ledger.confirm(rows)
+        self.clock.rows_confirmed += len(rows)
         self.clock.last_confirm = time.monotonic()
 
     def _halt(self, exc: BaseException) -> None:
@@ -657,7 +660,7 @@ class Run:
         publish_s = (
             (clock.last_confirm - clock.first_publish) if clock.first_publish and clock.last_confirm else 0.0
         )
-        confirmed = self.publisher.confirmed if self.publisher else 0
+        confirmed = clock.rows_confirmed
         consumer = self.consumer
         return ImportSummary(
             run_id=journal.run_id,

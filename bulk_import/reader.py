@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
@@ -27,7 +28,10 @@ T = TypeVar("T")
 
 #: ~33k rows of a typical export: big enough for polars to be fast, small enough for ≤ 250 MB.
 CSV_BLOCK_BYTES = 3 << 20
+#: The first read for the header; each further one is twice the last.
+HEADER_READ = 64 << 10
 BOM = b"\xef\xbb\xbf"
+_QUOTE_OR_LINE_END = re.compile(rb'["\r\n]')
 
 TYPES: Mapping[str, pl.DataType] = {
     "str": pl.String(),
@@ -211,35 +215,78 @@ def _header_names(path: Path, header: bytes, delimiter: str) -> list[str]:
 
 
 def _read_header(fh: io.BufferedReader, path: Path) -> bytes:
-    """The first record, through its newline; an empty file is an error."""
-    first = fh.readline()
-    if first.startswith(BOM):
-        first = first[len(BOM) :]
-    while first.count(b'"') % 2:
-        more = fh.readline()
-        if not more:
+    r"""The first record with its line end made ``\n``, ``fh`` left just past it; an empty file is an error."""
+    start = fh.tell()
+    data, size = b"", HEADER_READ
+    while (end := _first_record_end(data)) < 0:
+        chunk = fh.read(size)
+        if not chunk:
+            end = len(data)
             break
-        first += more
+        data += chunk
+        size *= 2  # a header without a line end costs reads in proportion to its size, not its square
+    fh.seek(start + end)
+    first = _unix_line_ends(data[:end].removeprefix(BOM))
     if not first.strip():
         raise InputError(f"{path}: is empty")
     return first if first.endswith(b"\n") else first + b"\n"
 
 
+def _first_record_end(data: bytes) -> int:
+    r"""Index just past the first line end outside quotes (``\n``, ``\r\n`` or ``\r``), or -1.
+
+    A ``\r`` that ends ``data`` is no answer yet: it may be the first half of a ``\r\n``.
+    """
+    quoted = False
+    for found in _QUOTE_OR_LINE_END.finditer(data):
+        char, pos = found.group(), found.start()
+        if char == b'"':
+            quoted = not quoted
+        elif not quoted:
+            if char == b"\n":
+                return pos + 1
+            if pos + 1 == len(data):
+                return -1
+            return pos + 2 if data[pos + 1] == ord("\n") else pos + 1
+    return -1
+
+
+def _unix_line_ends(data: bytes) -> bytes:
+    r"""``data`` (whole records) with each line end outside quotes a ``\n``, whether ``\r\n`` or a lone ``\r``.
+
+    Files from old Mac software end lines with ``\r`` alone, and files edited on several systems mix
+    the three; polars reads only ``\n`` and ``\r\n``. Quoted cells keep their ``\r`` and ``\n``. Most
+    files have no ``\r``, or only in ``\r\n``, and are returned as they are after a byte search.
+    """
+    crs = data.count(b"\r")
+    if not crs or crs == data.count(b"\r\n"):
+        return data
+    parts = data.split(b'"')
+    # Between the quotes of the file, the even parts are outside quoted cells (a "" inside one is an
+    # empty even part, holding nothing to change).
+    parts[::2] = [part.replace(b"\r\n", b"\n").replace(b"\r", b"\n") for part in parts[::2]]
+    return b'"'.join(parts)
+
+
 def _csv_blocks(fh: io.BufferedReader, path: Path) -> Iterator[bytes]:
-    """Blocks of whole records: each cut at the last newline that is outside quotes."""
+    r"""Blocks of whole records, line ends made ``\n``: each cut at the last newline outside quotes."""
     carry = b""
     while True:
         chunk = fh.read(CSV_BLOCK_BYTES)
         data = carry + chunk
         if not chunk:
+            data = _unix_line_ends(data)
             if data.strip():
                 yield data if data.endswith(b"\n") else data + b"\n"
             return
+        # A \r that ends the read may be the first half of a \r\n: it waits for the next read.
+        held = b"\r" if data.endswith(b"\r") else b""
+        data = _unix_line_ends(data[: len(data) - len(held)])
         cut = _last_record_end(data)
         if cut < 0:
-            carry = data
+            carry = data + held
             continue
-        carry = data[cut:]
+        carry = data[cut:] + held
         if cut:
             yield data[:cut]
 

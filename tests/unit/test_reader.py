@@ -82,6 +82,75 @@ def test_csv_quirks_across_block_cuts(
     assert got[ROW].to_list() == list(range(len(rows)))
 
 
+def csv_text(rows: list[tuple[str, str]], ends: list[str], quote_all: bool) -> str:
+    """Rows as CSV, each record ending as ``ends`` says; cells quoted when they must be or always."""
+
+    def cell(value: str) -> str:
+        if quote_all or any(c in value for c in ',"\r\n'):
+            return '"' + value.replace('"', '""') + '"'
+        return value
+
+    return "".join(",".join(map(cell, row)) + end for row, end in zip(rows, ends, strict=True))
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.tuples(cells, cells), min_size=1, max_size=30),
+    ends=st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=31, max_size=31),
+    quote_all=st.booleans(),
+    block=st.integers(3, 64),
+    header_read=st.integers(1, 16),
+)
+def test_line_ends_of_any_system_across_block_cuts(
+    tmp_path: Path,
+    rows: list[tuple[str, str]],
+    ends: list[str],
+    quote_all: bool,
+    block: int,
+    header_read: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """\\n, \\r\\n and a lone \\r (old Mac files) end records, mixed in one file; quoted \\r and \\n stay."""
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", block)
+    monkeypatch.setattr(reader, "HEADER_READ", header_read)
+    path = tmp_path / "ends.csv"
+    path.write_bytes(csv_text([("email", "note"), *rows], ends[: len(rows) + 1], quote_all).encode())
+    source = open_source(path)
+    assert source.columns == ["email", "note"]
+    with ThreadPoolExecutor(2) as pool:
+        got = pl.concat(list(source.batches(pool=pool)))
+    assert [(a or "", b or "") for a, b in zip(got["email"], got["note"], strict=True)] == rows
+    assert got[ROW].to_list() == list(range(len(rows)))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'email,note\ra@b.c,x\rd@e.f,"two\rlines"\rg@h.i,z',
+        b'email,note\r\na@b.c,x\rd@e.f,"two\r\nlines"\ng@h.i,z\r\n',
+        b'"em\rail",note\r"a@b.c",x\n"d@e.f","two\rlines"\r"g@h.i",z\r',
+    ],
+    ids=["cr-only", "mixed", "quoted-cr-in-the-header"],
+)
+def test_cr_and_mixed_line_ends_at_every_cut(
+    tmp_path: Path, content: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every block and header read size, so that a cut falls between each \\r and its \\n once."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(content)
+    for size in range(1, len(content) + 1):
+        monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", size)
+        monkeypatch.setattr(reader, "HEADER_READ", size)
+        got = read_all(path)
+        first = got.columns[1]
+        assert got.select(first, "note").rows() == [
+            ("a@b.c", "x"),
+            ("d@e.f", "two\r\nlines" if b"\r\nlines" in content else "two\rlines"),
+            ("g@h.i", "z"),
+        ], size
+    assert open_source(path).columns[0] in ("email", "em\rail")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
