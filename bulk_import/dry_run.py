@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
 
 from .batches import built_batches, mapped_columns
-from .config import ImportOptions
+from .config import BrokerSettings, ImportOptions
 from .errors import EXIT_OK, EXIT_ROWS_FAILED
 from .messages import data_columns
 from .pipeline import open_checked
+from .protocols import protocol_for
 
 #: Rejected rows shown by row number.
 EXAMPLES = 5
@@ -58,6 +59,15 @@ class DryRun:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
+def first_message(rows: list[int], bodies: list[bytes], ids: list[bytes], options: ImportOptions) -> bytes:
+    """The first message as it would go; ``--via api``: a batch request with its first few profiles,
+    the API token hidden."""
+    hidden = replace(options, api_token="******") if options.api_token else options
+    protocol = protocol_for(hidden, BrokerSettings())
+    few = slice(0, EXAMPLES)
+    return protocol.messages(rows[few], bodies[few], ids[few], "dryrun").bodies[0]
+
+
 def dry_run(path: Path, options: ImportOptions) -> DryRun:
     """Every row of ``path`` read and built as ``bulk-import run`` would; nothing is sent."""
     started = time.monotonic()
@@ -70,6 +80,6 @@ def dry_run(path: Path, options: ImportOptions) -> DryRun:
         room = EXAMPLES - len(report.examples)
         report.examples += zip(batch.rejected_rows[:room], batch.rejected_reasons[:room], strict=True)
         if report.first_message is None and batch.bodies:
-            report.first_message = batch.bodies[0]
+            report.first_message = first_message(batch.rows, batch.bodies, batch.ids, options)
     report.elapsed_s = time.monotonic() - started
     return report

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from bulk_import import ImportOptions, dry_run
 from bulk_import.cli import cli
 from bulk_import.results import COLUMNS
 
@@ -119,3 +120,15 @@ def test_mapping_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], me
     assert got.exit_code == 2, got.output
     assert message in got.output
     assert "Traceback" not in got.output
+
+
+def test_dry_run_via_api_shows_a_batch_request_without_the_token(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("email,city\n" + "".join(f"u{i}@x.io,Oslo\n" for i in range(20)))
+    report = dry_run(path, ImportOptions(db_id=4, via="api", api_token="S3cretT0ken"))
+    assert report.first_message is not None
+    doc = orjson.loads(report.first_message)
+    assert doc["request"] == "api/v1.1/profiles/import_batch"
+    assert doc["body"]["token"] == "******"
+    assert [item["email"] for item in doc["body"]["data"]] == [f"u{i}@x.io" for i in range(5)]
+    assert b"S3cretT0ken" not in report.to_json()
