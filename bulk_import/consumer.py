@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiormq
-import orjson
 
 from .delivery import Delivery, Settlements, Tap, untapped
 from .errors import QueueMissing
-from .messages import Reply, parse_feedback_id
-from .protocols import Read, parse_request_id, read_per_row
+from .messages import Reply
+from .protocols import Read, read_per_row
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +45,6 @@ WAITING_LIMIT = 65_536
 DISTINCT_LIMIT = 200_000
 #: The owner named for replies with no feedback id an importer could have made.
 UNATTRIBUTED = "(no run id)"
-
-
-def reply_owner(body: bytes) -> tuple[str | None, int | None]:
-    """``(run id, row)`` named by a reply's ``feedback_id`` (or a batch's ``request_id``), as far as
-    it can be read."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    parsed = parse_feedback_id(doc.get("feedback_id"))
-    if parsed is not None:
-        return parsed
-    batch = parse_request_id(doc.get("request_id"))
-    return (None, None) if batch is None else batch[:2]
 
 
 @dataclass

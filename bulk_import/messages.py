@@ -22,7 +22,7 @@ _KEY: Final = "__key"
 _REASON: Final = "__reason"
 _FEEDBACK: Final = "__feedback_id"
 
-#: An email: no whitespace and no control character (``\p{Cc}``: U+0000–U+001F, U+007F–U+009F).
+#: An email: no whitespace and no control character (``\p{Cc}``: U+0000 to U+001F, U+007F to U+009F).
 EMAIL_RE: Final = r"^[^@\s\p{Cc}]+@[^@\s\p{Cc}]+$"
 PHONE_RE: Final = r"^\+?[0-9]{7,15}$"
 PHONE_NOISE_RE: Final = r"[\s\-().]"

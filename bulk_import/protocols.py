@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
 from .config import BrokerSettings, ImportOptions
-from .messages import RUN_ID_RE, MalformedReply, Reply, parse_feedback_id, reply_from
+from .messages import RUN_ID_RE, MalformedReply, Reply, envelope, parse_feedback_id, reply_from
 
 #: The most profiles the platform recommends in one batch request, and the most bytes.
 MAX_BATCH_ROWS: Final = 10_000
@@ -61,13 +61,32 @@ class Outgoing:
 Read = tuple[str | None, list[tuple[int, Reply]] | None]
 
 
-def read_per_row(body: bytes, run_id: str) -> Read:
-    """A ``database_import_result`` reply: whose it is, and for this run the row it answers."""
+def _document(body: bytes) -> dict[str, Any] | None:
+    """The JSON object a reply is, or None."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def reply_owner(body: bytes) -> tuple[str | None, int | None]:
+    """``(run id, row)`` named by a reply's ``feedback_id`` (or a batch's ``request_id``: its first
+    row), as far as it can be read."""
+    doc = _document(body)
+    if doc is None:
         return None, None
-    if not isinstance(doc, dict):
+    parsed = parse_feedback_id(doc.get("feedback_id"))
+    if parsed is not None:
+        return parsed
+    batch = parse_request_id(doc.get("request_id"))
+    return (None, None) if batch is None else batch[:2]
+
+
+def read_per_row(body: bytes, run_id: str) -> Read:
+    """A ``database_import_result`` reply: whose it is, and for this run the row it answers."""
+    doc = _document(body)
+    if doc is None:
         return None, None
     parsed = parse_feedback_id(doc.get("feedback_id"))
     if parsed is None:
@@ -125,15 +144,11 @@ class Batched:
         self.max_bytes = MAX_BATCH_BYTES
         self.matching = options.matching
         self._counts: dict[int, int] = {}
-        call = {"token": options.api_token or "", "db_id": options.db_id, "matching": options.matching}
-        if options.matching == "custom":
-            call["field_name"] = options.field_name or ""
-        if options.skip_triggers:
-            call["skip_triggers"] = True
+        # What every database_import message would say, less what the request itself says.
+        shared = {k: v for k, v in envelope(options).items() if k not in ("account_id", "update_only")}
+        call: dict[str, object] = {"token": options.api_token or "", **shared}
         if options.detect_geo:
             call["detect_geo"] = True
-        if options.resource_id is not None:
-            call["resource_id"] = options.resource_id
         self._head = orjson.dumps({"account_id": options.account_id})[:-1] + b',"request_id":"'
         mode = "update" if options.update_only else options.mode
         self._middle = (
@@ -175,11 +190,8 @@ class Batched:
         return [r for t in tokens for r in range(t, t + counts.get(t, 1))]
 
     def read(self, body: bytes, run_id: str) -> Read:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None, None
-        if not isinstance(doc, dict):
+        doc = _document(body)
+        if doc is None:
             return None, None
         parsed = parse_request_id(doc.get("request_id"))
         if parsed is None:

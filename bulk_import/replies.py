@@ -18,9 +18,10 @@ from aiormq.abc import DeliveredMessage
 
 from . import broker
 from .config import BrokerSettings
-from .consumer import UNATTRIBUTED, reply_owner
+from .consumer import UNATTRIBUTED
 from .delivery import Settlements
 from .journal import run_started
+from .protocols import reply_owner
 
 #: How long the queue may stay quiet before everything it had is taken to be seen.
 IDLE_S = 1.0

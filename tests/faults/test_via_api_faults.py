@@ -39,13 +39,19 @@ def api_queues(queues: Queues) -> Iterator[None]:
     delete(*api_args(queues)[1::2])
 
 
+def third_of_the_way(data: Path, queues: Queues, results: Path) -> subprocess.Popen[str]:
+    """A batched run started, once a third of its rows are answered."""
+    proc = subprocess.Popen(
+        cli(*run_args(data, queues, results)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    when_replies_reach(results, ROWS // 3, proc)
+    return proc
+
+
 def test_sigkill_then_resume_in_batches(data: Path, queues: Queues, tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
     with emulator(queues, *api_args(queues), "--token", TOKEN):
-        proc = subprocess.Popen(
-            cli(*run_args(data, queues, results)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        when_replies_reach(results, ROWS // 3, proc)
+        proc = third_of_the_way(data, queues, results)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         done = run_cli(*run_args(data, queues, results, "--resume"))
@@ -56,10 +62,7 @@ def test_sigkill_then_resume_in_batches(data: Path, queues: Queues, tmp_path: Pa
 def test_connections_closed_mid_batched_run(data: Path, queues: Queues, tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
     with emulator(queues, *api_args(queues), "--token", TOKEN):
-        proc = subprocess.Popen(
-            cli(*run_args(data, queues, results)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        when_replies_reach(results, ROWS // 3, proc)
+        proc = third_of_the_way(data, queues, results)
         broker_control.close_all_connections()
         _, err = proc.communicate(timeout=600)
     assert exited(proc) == 0, err

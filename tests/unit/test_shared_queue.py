@@ -9,8 +9,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulk_import.consumer import HOLD_ALIVE_S, HOLD_IDLE_S, UNATTRIBUTED, Strangers, reply_owner
+from bulk_import.consumer import HOLD_ALIVE_S, HOLD_IDLE_S, UNATTRIBUTED, Strangers
 from bulk_import.delivery import Settlements
+from bulk_import.protocols import reply_owner
 
 
 def outcome(frames: list[tuple[int, bool, bool]], n: int) -> dict[int, bool]:
