@@ -14,7 +14,7 @@ def queues() -> Iterator[Queues]:
     """A request and a reply queue of this test's own, deleted afterwards."""
     q = Queues.fresh()
     yield q
-    delete(q.request, q.result)
+    delete(q.request, q.result, *q.api)
 
 
 @pytest.fixture(scope="session")

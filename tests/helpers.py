@@ -40,6 +40,14 @@ class Queues:
     def args(self) -> list[str]:
         return ["--queue", self.request, "--result-queue", self.result]
 
+    @property
+    def api(self) -> tuple[str, str]:
+        """The test's own api_req and api_resp."""
+        return f"{self.request}_api", f"{self.result}_api"
+
+    def api_args(self) -> list[str]:
+        return ["--api-queue", self.api[0], "--api-result-queue", self.api[1]]
+
 
 async def _queue_op(
     op: str, *names: str, url: str = AMQP_URL, arguments: dict[str, object] | None = None
@@ -122,7 +130,7 @@ class Emulator:
     def __init__(self, queues: Queues, *args: str | Path) -> None:
         self.queues = queues
         self.proc = subprocess.Popen(
-            cli("emulate", *queues.args(), "--declare", *args),
+            cli("emulate", *queues.args(), *queues.api_args(), "--declare", *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults import broker_control
 from tests.faults.test_faults import ROWS, accounted, exited, when_replies_reach
-from tests.helpers import Queues, cli, delete, emulator, run_cli, status_counts
+from tests.helpers import Queues, cli, emulator, run_cli, status_counts
 
 pytestmark = [pytest.mark.broker, pytest.mark.faults]
 TOKEN = "t0ken-for-faults"
 
 
-def api_args(queues: Queues) -> list[str]:
-    return ["--api-queue", f"{queues.request}_api", "--api-result-queue", f"{queues.result}_api"]
-
-
 def run_args(data: Path, queues: Queues, results: Path, *extra: str) -> list[str | Path]:
     return [
-        "run", data, "--db", "1", *queues.args(), *api_args(queues), "--via", "api", "--token", TOKEN,
+        "run", data, "--db", "1", *queues.args(), *queues.api_args(), "--via", "api", "--token", TOKEN,
         "--results", results, "--batch-size", "200", "--max-pending", "2000", *extra,
     ]  # fmt: skip
 
@@ -31,12 +26,6 @@ def run_args(data: Path, queues: Queues, results: Path, *extra: str) -> list[str
 @pytest.fixture
 def data(samples: dict[str, Path]) -> Path:
     return samples["20k.parquet"]
-
-
-@pytest.fixture(autouse=True)
-def api_queues(queues: Queues) -> Iterator[None]:
-    yield
-    delete(*api_args(queues)[1::2])
 
 
 def third_of_the_way(data: Path, queues: Queues, results: Path) -> subprocess.Popen[str]:
@@ -50,7 +39,7 @@ def third_of_the_way(data: Path, queues: Queues, results: Path) -> subprocess.Po
 
 def test_sigkill_then_resume_in_batches(data: Path, queues: Queues, tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
-    with emulator(queues, *api_args(queues), "--token", TOKEN):
+    with emulator(queues, "--token", TOKEN):
         proc = third_of_the_way(data, queues, results)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
@@ -61,7 +50,7 @@ def test_sigkill_then_resume_in_batches(data: Path, queues: Queues, tmp_path: Pa
 
 def test_connections_closed_mid_batched_run(data: Path, queues: Queues, tmp_path: Path) -> None:
     results = tmp_path / "r.csv"
-    with emulator(queues, *api_args(queues), "--token", TOKEN):
+    with emulator(queues, "--token", TOKEN):
         proc = third_of_the_way(data, queues, results)
         broker_control.close_all_connections()
         _, err = proc.communicate(timeout=600)

@@ -322,7 +322,9 @@ def test_api_queues_are_checked_and_declared() -> None:
                 api_queue=names.api,
                 api_result_queue=names.api_result,
             )
-            with pytest.raises(QueueMissing, match=names.api):
+            with pytest.raises(
+                QueueMissing, match=rf"{names.api}.*--api-queue '' serves database_import alone"
+            ):
                 await serve(missing, asyncio.Event())
             stop = asyncio.Event()
             stop.set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -14,7 +13,6 @@ from tests.helpers import (
     Queues,
     assert_every_row_accounted,
     declare,
-    delete,
     emulator,
     publish,
     queue_state,
@@ -28,11 +26,9 @@ TOKEN = "t0ken-for-tests"
 
 
 @pytest.fixture
-def api(queues: Queues) -> Iterator[list[str]]:
+def api(queues: Queues) -> list[str]:
     """The test's own api_req/api_resp queues, as options of both run and emulate."""
-    names = [f"{queues.request}_api", f"{queues.result}_api"]
-    yield ["--api-queue", names[0], "--api-result-queue", names[1]]
-    delete(*names)
+    return queues.api_args()
 
 
 def via_api(
@@ -46,7 +42,7 @@ def test_batches_import_every_row_with_the_profile_ids_of_the_per_message_path(
 ) -> None:
     """100,000 rows in batches: all ok, and each key has the profile id database_import gave it."""
     data = samples["100k.parquet"]
-    with emulator(queues, *api, "--token", TOKEN):
+    with emulator(queues, "--token", TOKEN):
         first = run_cli("run", data, "--db", "1", *queues.args(), "--results", tmp_path / "q.csv")
         assert first.returncode == 0, first.stderr
         done = run_cli(*via_api(data, queues, api, tmp_path / "a.csv", "--summary", tmp_path / "s.json"),
@@ -62,7 +58,7 @@ def test_batches_import_every_row_with_the_profile_ids_of_the_per_message_path(
 def test_a_wrong_token_is_the_error_of_every_row(
     samples: dict[str, Path], queues: Queues, api: list[str], tmp_path: Path
 ) -> None:
-    with emulator(queues, *api, "--token", TOKEN):
+    with emulator(queues, "--token", TOKEN):
         done = run_cli(
             *via_api(samples["small.csv"], queues, api, tmp_path / "r.csv", "--token", "Wr0ngT0k3n")
         )
@@ -79,7 +75,7 @@ def test_a_batch_is_cut_before_10_mb(queues: Queues, api: list[str], tmp_path: P
     pl.DataFrame(
         {"email": [f"u{i}@example.com" for i in range(1000)], "notes": ["x" * 25_000] * 1000}
     ).write_parquet(data)
-    with emulator(queues, *api, "--token", TOKEN) as emu:
+    with emulator(queues, "--token", TOKEN) as emu:
         done = run_cli(
             *via_api(data, queues, api, tmp_path / "r.csv", "--token", TOKEN, "--batch-size", "1000")
         )
@@ -95,7 +91,7 @@ def test_foreign_responses_are_left_for_their_owner(
     declare(api[1], api[3])
     foreign = [orjson.dumps({"request_id": f"someone-{i}", "body": {"error": 0}}) for i in range(20)]
     publish(api[3], foreign)
-    with emulator(queues, *api, "--token", TOKEN):
+    with emulator(queues, "--token", TOKEN):
         done = run_cli(*via_api(samples["small.csv"], queues, api, tmp_path / "r.csv", "--token", TOKEN))
     assert done.returncode == 0, done.stderr
     assert queue_state(api[3])[0] == 20
@@ -103,7 +99,7 @@ def test_foreign_responses_are_left_for_their_owner(
 
 def test_one_api_call_prints_its_response(queues: Queues, api: list[str]) -> None:
     body = '{"db_id": 1, "matching": "email", "email": "solo@example.com", "data": {"_fname": "Solo"}}'
-    with emulator(queues, *api, "--token", TOKEN):
+    with emulator(queues, "--token", TOKEN):
         done = run_cli(
             "api", "api/v1.1/profiles/import", "--body", body, *api, "--token", TOKEN, "--timeout", "30"
         )

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bulk_import.emulator import API_ERROR_CODES, ApiAnswer, ApiService, ProfileStore
+from bulk_import.emulator import API_ERROR_CODES, ApiAnswer, ApiService, EmulatorSettings, ProfileStore
 from bulk_import.emulator.api import (
     BAD_REQUEST,
     MAX_BATCH,
@@ -31,6 +31,7 @@ from bulk_import.emulator.profiles import (
     TEMPORARY_FAILURE,
     UNKNOWN_PROFILE_ID,
 )
+from bulk_import.errors import InputError
 
 ID_RE = re.compile(r"^[0-9a-f]{24}$")
 BATCH = "api/v1.1/profiles/import_batch"
@@ -433,3 +434,13 @@ def test_malformed_responses_come_in_three_kinds(api: ApiService) -> None:
     assert "request_id" not in orjson.loads(bodies[1])
     assert orjson.loads(bodies[2])["body"]["error"] == "0"
     assert malformed_response(answer, 3) == bodies[0]
+
+
+def test_settings_refuse_a_negative_tariff_limit_and_an_empty_response_queue() -> None:
+    """The API options are checked before anything connects."""
+    with pytest.raises(InputError, match="--tariff-limit"):
+        EmulatorSettings(api_queue="api_req", tariff_limit=-1)
+    with pytest.raises(InputError, match="--api-result-queue"):
+        EmulatorSettings(api_queue="api_req", api_result_queue="")
+    assert EmulatorSettings().api_queue is None
+    assert "secret" not in repr(EmulatorSettings(token="secret"))
