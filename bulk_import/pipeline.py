@@ -297,6 +297,8 @@ class Run:
         journal = self.journal = Journal.open(
             path, self._identity(), resume=self.options.resume, run_id=self.options.run_id
         )
+        # Rows an earlier attempt may have sent: their late replies are answers too.
+        self.ledger.sent_before = journal.sent_before
         try:
             self._restore(journal)
             if self.options.resume:
@@ -489,7 +491,6 @@ class Run:
 
     def _on_reply(self, row: int, reply: Reply) -> None:
         assert self.journal is not None
-        self.ledger.sent_before = self.journal.sent_before
         if self.ledger.answer(row):
             self.journal.record_reply(row, reply)
             self.replied.set()

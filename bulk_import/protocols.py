@@ -220,10 +220,27 @@ class Batched:
         if not isinstance(results, list) or len(results) != count:
             raise MalformedReply(f"expected {count} results, got {_size(results)}")
         out: list[tuple[int, Reply]] = []
+        matching = self.matching
         for row, item in zip(range(first, first + count), results, strict=True):
-            if not isinstance(item, dict):
+            # A thousand of these a message: plain look-ups, not a dict merged for reply_from.
+            if type(item) is not dict:
                 raise MalformedReply("a result is not an object")
-            out.append((row, reply_from({"matching_field": self.matching, **item, "feedback_id": rid})))
+            code = item.get("error", 0)
+            if type(code) is not int:
+                raise MalformedReply(f"error is {type(code).__name__}, not an integer")
+            text, profile = item.get("error_text"), item.get("profile_id")
+            out.append(
+                (
+                    row,
+                    Reply(
+                        rid,
+                        code,
+                        text if type(text) is str else _text(text),
+                        matching,
+                        profile if type(profile) is str else _text(profile),
+                    ),
+                )
+            )
         return out
 
 
