@@ -280,6 +280,10 @@ def data_columns(columns: Sequence[str], options: ImportOptions) -> list[str]:
 
 #: The characters that JSON escapes inside a string (searched as literals: cheaper than a regex).
 _ESCAPED: Final = [chr(c) for c in range(0x20)] + ['"', "\\"]
+#: What each of them becomes inside a JSON string, as orjson writes it (``\n``, ``\u0000``, ``\"``).
+_ESCAPES: Final = [orjson.dumps(c).decode()[1:-1] for c in _ESCAPED]
+#: Batches of fewer rows than this have their string cells encoded stacked (:func:`_stacked_data`).
+STACK_BELOW_ROWS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,14 +322,14 @@ Piece = str | pl.Expr
 def _json_text(name: str, dtype: pl.DataType, cells: Cells) -> list[Piece]:
     """The JSON text of a column's values as pieces, null for a null.
 
-    Numbers, booleans, dates and strings with nothing to escape are cast and put between quote
-    pieces, which costs a fraction of polars' JSON encoder; everything else goes through it.
+    Numbers, booleans, dates and strings are cast, escaped where they need it, and put between
+    quote pieces, which costs a fraction of polars' JSON encoder; everything else goes through it.
     """
     col = pl.col(name)
     if name == "phones":
         return [_json_value(_wire_value(name, dtype))]
     if dtype == pl.String:
-        return ['"', col, '"'] if name in cells.plain else [_json_value(col)]
+        return ['"', col if name in cells.plain else _escaped(col), '"']
     if dtype.is_integer():
         return [col.cast(pl.String)]
     if dtype == pl.Boolean:
@@ -335,6 +339,11 @@ def _json_text(name: str, dtype: pl.DataType, cells: Cells) -> list[Piece]:
     ):
         return ['"', _wire_value(name, dtype).cast(pl.String), '"']
     return [_json_value(_wire_value(name, dtype))]
+
+
+def _escaped(text: pl.Expr) -> pl.Expr:
+    """Text with what JSON escapes inside a string escaped, as orjson does it."""
+    return text.str.replace_many(_ESCAPED, _ESCAPES)
 
 
 def _concat(pieces: list[Piece], **kwargs: Any) -> pl.Expr:
@@ -380,42 +389,106 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
     return out
 
 
-def body_expr(schema: pl.Schema, options: ImportOptions, cells: Cells) -> pl.Expr:
+def _stacked_data(frame: pl.DataFrame, schema: pl.Schema, options: ImportOptions, cells: Cells) -> pl.Series:
+    """Each row's ``data`` members joined, for a batch of few rows: the same text as :func:`_data_pieces`.
+
+    One ``concat_str`` of every column costs, besides its cells, a fixed amount per column (its
+    pieces are planned, each makes an array): a batch of a few hundred rows of a file of thousands
+    of columns pays far more for its columns than for its cells. Here the columns are stacked end to
+    end (no copy), the strings in one stack and the JSON text of the others (as :func:`_json_text`
+    makes it) in another, and each stack is named, quoted and escaped by one expression whatever the
+    number of its columns. The members are then taken in row order, and each row's joined with
+    commas, a null member left out (``--nulls skip``) or written ``null`` (``--nulls keep``).
+    """
+    names = data_columns(schema.names(), options)
+    height, width = frame.height, len(names)
+    if not width or not height:
+        return pl.repeat("", height, dtype=pl.String, eager=True)
+    strings = [name for name in names if isinstance(schema[name], pl.String) and name != "phones"]
+    quoted = set(strings)
+    others = [name for name in names if name not in quoted]
+    keep = options.nulls == "keep"
+    stacks = []
+    if strings:
+        columns = dict(zip(frame.columns, frame.get_columns(), strict=True))
+        stacks.append(_members(strings, [columns[name] for name in strings], quote=True, keep=keep))
+    if others:
+        texts = frame.select(_concat(_json_text(name, schema[name], cells)).alias(name) for name in others)
+        stacks.append(_members(others, texts.get_columns(), quote=False, keep=keep))
+    # Member j of row i is cell i of the place of column j in the stacks.
+    place = {name: i for i, name in enumerate(strings + others)}
+    places = pl.lit(pl.Series([place[name] for name in names], dtype=pl.Int64))
+    k = pl.int_range(0, width * height, dtype=pl.Int64)
+    members = pl.lit(pl.concat(stacks, rechunk=False)).gather(places.gather(k % width) * height + k // width)
+    return pl.select(members.reshape((height, width)).arr.join(",", ignore_nulls=True)).to_series()
+
+
+def _members(names: list[str], texts: list[pl.Series], *, quote: bool, keep: bool) -> pl.Series:
+    """``"name":value`` for each cell of the columns ``texts``, stacked: null for a null, or with
+    ``keep`` the value ``null``; the values quoted and escaped as JSON strings with ``quote``."""
+    height = texts[0].len()
+    stacked = pl.lit(pl.concat(texts, rechunk=False))
+    value = pl.concat_str(pl.lit('"'), _escaped(stacked), pl.lit('"')) if quote else stacked
+    if keep:
+        value = value.fill_null(pl.lit("null"))
+    labels = pl.lit(pl.Series([orjson.dumps(name).decode() + ":" for name in names], dtype=pl.String))
+    column = pl.int_range(0, len(names) * height, dtype=pl.Int64) // height
+    return pl.select(pl.concat_str(labels.gather(column), value)).to_series()
+
+
+def body_expr(
+    schema: pl.Schema, options: ImportOptions, cells: Cells, data: pl.Expr | None = None
+) -> pl.Expr:
     """One expression that turns each row into its ``database_import`` body (or, ``--via api``,
     its item in a batch request: ``{"email": ..., "data": {...}}``).
 
     A single ``concat_str`` of literal pieces and each column's JSON text. The envelope is the same
     for every row, so it is one literal. :func:`build_batch` adds the columns it takes besides
     the file's: the feedback id and the key as cleaned text, and puts a custom key as it is sent
-    (:func:`_sent_key`) in place of the file's column.
+    (:func:`_sent_key`) in place of the file's column. ``data`` gives the members' text when it is
+    made apart (:func:`_stacked_data`).
     """
     key_field = "field_value" if options.matching == "custom" else options.matching
     source = _key_source(schema, options)
     key = [orjson.dumps(key_field).decode() + ":", *_json_text(source, schema[source], cells)]
-    data = [',"data":{', *_data_pieces(schema, options, cells), "}"]
+    members = _data_pieces(schema, options, cells) if data is None else [data]
+    fields = [',"data":{', *members, "}"]
     if options.via == "api":
         # A profile of a batch request: its key and its fields; the request says the rest.
-        return _concat(["{", *key, *data, "}"], ignore_nulls=True)
+        return _concat(["{", *key, *fields, "}"], ignore_nulls=True)
     return _concat(
-        [f"{envelope_prefix(options)},", *key, *data, ',"feedback_id":"', pl.col(_FEEDBACK), '"}'],
+        [f"{envelope_prefix(options)},", *key, *fields, ',"feedback_id":"', pl.col(_FEEDBACK), '"}'],
         ignore_nulls=True,
     )
 
 
 def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Batch:
-    """Bodies for the rows that can be valid, and the reason for each that cannot."""
-    dtype = frame.schema[options.key]
-    keyed = frame.with_columns(_key_text(options, dtype).alias(_KEY))
+    """Bodies for the rows that can be valid, and the reason for each that cannot.
+
+    Keys, reasons and feedback ids are worked out on the row number and key columns alone, so
+    that a file of many columns pays for them once per row, not once per column.
+    """
+    dtype = frame.get_column(options.key).dtype
+    keyed = frame.select(ROW, options.key).with_columns(_key_text(options, dtype).alias(_KEY))
     keyed = keyed.with_columns(_reject_reason(pl.col(_KEY), options, dtype).alias(_REASON))
     keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))
     bad = keys.filter(pl.col("reason").is_not_null())
-    good = keyed.drop(_REASON) if bad.is_empty() else keyed.filter(pl.col(_REASON).is_null()).drop(_REASON)
-    added = [(pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK)]
+    if not bad.is_empty():
+        sendable = keyed.get_column(_REASON).is_null()
+        frame, keyed = frame.filter(sendable), keyed.filter(sendable)
+    added = [pl.col(_KEY), (pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK)]
     if options.matching == "custom" and (sent := _sent_key(options, dtype)) is not None:
         added.append(sent.alias(options.key))
-    good = good.with_columns(added)
-    used = list(dict.fromkeys([_key_source(good.schema, options), *data_columns(good.columns, options)]))
-    bodies = good.select(body_expr(good.schema, options, Cells.of(good, used)))
+    good = frame.with_columns(keyed.select(added).get_columns())
+    schema = good.schema
+    source = _key_source(schema, options)
+    if good.height < STACK_BELOW_ROWS:
+        cells = Cells.of(good, [source])
+        data = _stacked_data(good, schema, options, cells)
+        bodies = good.select(body_expr(schema, options, cells, pl.lit(data)))
+    else:
+        used = list(dict.fromkeys([source, *data_columns(schema.names(), options)]))
+        bodies = good.select(body_expr(schema, options, Cells.of(good, used)))
     return Batch(
         rows=good[ROW].to_list(),
         bodies=bodies.to_series().cast(pl.Binary).to_list(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -179,7 +179,7 @@ def open_source(
         columns = _header_names(path, header, delimiter)
     if not columns:
         raise InputError(f"{path}: has no columns")
-    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    dupes = sorted(c for c, times in Counter(columns).items() if times > 1)
     if dupes:
         raise InputError(f"{path}: duplicate column names {', '.join(dupes)}")
     return Source(path, fmt, columns, batch_rows, dict(types or {}), delimiter)
@@ -215,7 +215,10 @@ def _header_names(path: Path, header: bytes, delimiter: str) -> list[str]:
 
 
 def _read_header(fh: io.BufferedReader, path: Path) -> bytes:
-    r"""The first record with its line end made ``\n``, ``fh`` left just past it; an empty file is an error."""
+    r"""The first record with its line end made ``\n``, ``fh`` left just past it.
+
+    An empty file is an error.
+    """
     start = fh.tell()
     data, size = b"", HEADER_READ
     while (end := _first_record_end(data)) < 0:
@@ -252,7 +255,7 @@ def _first_record_end(data: bytes) -> int:
 
 
 def _unix_line_ends(data: bytes) -> bytes:
-    r"""``data`` (whole records) with each line end outside quotes a ``\n``, whether ``\r\n`` or a lone ``\r``.
+    r"""``data`` (whole records) with each line end outside quotes a ``\n``: ``\r\n`` or a lone ``\r``.
 
     Files from old Mac software end lines with ``\r`` alone, and files edited on several systems mix
     the three; polars reads only ``\n`` and ``\r\n``. Quoted cells keep their ``\r`` and ``\n``. Most

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import time
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulk_import import messages
 from bulk_import.config import ImportOptions
 from bulk_import.errors import InputError
 from bulk_import.messages import (
@@ -27,6 +30,15 @@ from bulk_import.messages import (
     parse_feedback_id,
     parse_reply,
 )
+
+
+@pytest.fixture(scope="module", params=["flat", "stacked"])
+def layout(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test of the classes that use it once per layout of the data members: one ``concat_str``
+    of every column (batches of many rows), and string cells stacked (batches of few rows)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(messages, "STACK_BELOW_ROWS", 0 if request.param == "flat" else 2**62)
+        yield request.param
 
 
 def frame(**columns: list[Any]) -> pl.DataFrame:
@@ -49,6 +61,7 @@ def sent_with_keys(batch: Batch) -> list[tuple[dict[str, Any], str]]:
     return [(orjson.loads(b), keys[row]) for row, b in zip(batch.rows, batch.bodies, strict=True)]
 
 
+@pytest.mark.usefixtures("layout")
 class TestEnvelope:
     def test_email_matching_fields(self) -> None:
         """An email row carries the protocol's fields, the key on its own and the rest in data."""
@@ -97,6 +110,7 @@ class TestEnvelope:
         assert "mail" not in body["data"]
 
 
+@pytest.mark.usefixtures("layout")
 class TestRejections:
     @pytest.mark.parametrize(
         ("matching", "value", "reason"),
@@ -154,6 +168,7 @@ class TestRejections:
         ]
 
 
+@pytest.mark.usefixtures("layout")
 class TestTypes:
     def test_native_types_and_dates(self) -> None:
         """Ints stay ints, bools bools, dates YYYY-MM-DD, naive datetimes ISO 8601."""
@@ -218,6 +233,7 @@ class TestTypes:
         """A file with nothing but the key sends an empty data object."""
         assert bodies(frame(email=["a@b.c"]))[0]["data"] == {}
 
+    @settings(deadline=None)
     @given(
         st.lists(
             st.tuples(st.text(max_size=30), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1))),
@@ -237,6 +253,7 @@ class TestTypes:
             assert body["data"] == expected
             assert body["feedback_id"] == f"r1-{row}"
 
+    @settings(deadline=None)
     @given(
         st.lists(
             st.fixed_dictionaries(
@@ -292,6 +309,7 @@ def whole_int(x: float) -> int | None:
     return None
 
 
+@pytest.mark.usefixtures("layout")
 class TestCustomKeys:
     """field_value is an int or a string (PROTOCOL.md §1), and it is the results file's key."""
 
@@ -446,7 +464,7 @@ class TestCustomKeys:
         field = {"field_name": key} if matching == "custom" else {}
         options = ImportOptions(db_id=1, matching=matching, **field)  # type: ignore[arg-type]
         batch = build_batch(
-            frame(**{key: column.append(pl.Series([None], dtype=column.dtype))}), options, "r"
+            frame(**{key: pl.concat([column, pl.Series([None], dtype=column.dtype)])}), options, "r"
         )
         assert batch.bodies == []
         assert batch.rejected_reasons == [reason, f"empty {key}"]
@@ -479,6 +497,7 @@ class TestCustomKeys:
         assert batch.rejected_reasons == ["invalid email in email"]
 
 
+@pytest.mark.usefixtures("layout")
 class TestLists:
     def test_lists_in_data_are_json_arrays(self) -> None:
         """List and array columns in data are sent as JSON arrays of their items."""
@@ -540,6 +559,88 @@ class TestLists:
             df = frame(email=["a@b.c", "d@e.f"], **{name: column})
             second = bodies(df, nulls=nulls)[1]["data"]
             assert second == ({} if nulls == "skip" else {name: None})
+
+
+WIDE = 2_000
+
+
+def wide_frame(rows: int, columns: int) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """An email and ``columns`` more: text with and without what JSON escapes, ints, booleans,
+    dates and a phones column among them, a null in every few cells; and each row's ``data``."""
+    kinds = ["plain", "escape", "int", "bool", "date", "plain", "plain"]
+    texts = ["ab", 'say "hi"', "back\\slash", "tab\tnew\nline", "nul\x00", "é中\u2028", "", " x "]
+    data: dict[str, list[Any]] = {}
+    for j in range(columns):
+        kind = kinds[j % len(kinds)]
+        cells: list[Any] = []
+        for i in range(rows):
+            n = i * 31 + j * 17
+            if n % 5 == 0:
+                cells.append(None)
+            elif kind == "plain":
+                cells.append(f"v{n}")
+            elif kind == "escape":
+                cells.append(texts[n % len(texts)])
+            elif kind == "int":
+                cells.append(n - 1000)
+            elif kind == "bool":
+                cells.append(n % 2 == 0)
+            else:
+                cells.append(dt.date(2000, 1, 1) + dt.timedelta(days=n % 9000))
+        data[f"c{j}" if j != 7 else "phones"] = cells
+    df = pl.DataFrame({"email": [f"u{i}@x.y" for i in range(rows)], **data}, strict=False)
+    df = df.with_columns(pl.col("phones").cast(pl.String))
+    expected = [{name: df[name][i] for name in data} for i in range(rows)]
+    return df.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64)), expected
+
+
+@pytest.mark.usefixtures("layout")
+class TestWide:
+    @pytest.mark.parametrize("nulls", ["skip", "keep"])
+    def test_thousands_of_columns(self, nulls: str) -> None:
+        """2,000 columns of every kind, nulls anywhere: each body is what a JSON encoder makes of its row."""
+        df, rows = wide_frame(60, WIDE)
+        batch = build_batch(df, ImportOptions(db_id=5, nulls=nulls), "r9")  # type: ignore[arg-type]
+        assert batch.rows == list(range(60))
+        for i, (row, body) in enumerate(zip(rows, batch.bodies, strict=True)):
+            data = {
+                name: (value.isoformat() if isinstance(value, dt.date) else value)
+                for name, value in row.items()
+                if nulls == "keep" or value is not None
+            }
+            if row["phones"] is not None:
+                data["phones"] = [p for p in re.sub(PHONE_NOISE_RE, "", row["phones"]).split(",") if p]
+            expected = {"account_id": 1, "db_id": 5, "matching": "email", "email": f"u{i}@x.y"}
+            expected |= {"data": data, "feedback_id": f"r9-{i}"}
+            assert body == orjson.dumps(expected), i
+
+
+def cpu_seconds(call: Callable[[], object], times: int = 3) -> float:
+    """The least CPU time (every thread of this process) that ``call`` took."""
+    spent = []
+    for _ in range(times):
+        started = time.process_time()
+        call()
+        spent.append(time.process_time() - started)
+    return min(spent)
+
+
+class TestCost:
+    def test_a_wide_batch_costs_per_cell_not_per_column(self) -> None:
+        """100 rows of 2,000 columns build in a small multiple of the time of 20,000 rows of 10.
+
+        Both hold 200,000 cells. Whatever a batch costs per column is paid again for every batch,
+        and a file of thousands of columns has only a few hundred rows in each.
+        """
+        options = ImportOptions(db_id=1)
+        wide, _ = wide_frame(100, WIDE)
+        tall, _ = wide_frame(20_000, 10)
+        build_batch(wide, options, "r")
+        build_batch(tall, options, "r")
+        ratio = cpu_seconds(lambda: build_batch(wide, options, "r")) / cpu_seconds(
+            lambda: build_batch(tall, options, "r")
+        )
+        assert ratio < 15, f"a wide batch costs {ratio:.1f}× a tall one of as many cells"
 
 
 class TestOptions:
