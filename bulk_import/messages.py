@@ -1,7 +1,8 @@
 """The wire format: rows become ``database_import`` bodies, reply bodies become :class:`Reply`.
 
-Everything here is pure. Bodies are built by one polars expression per batch (JSON encoding and
-string concatenation run in polars, not per row in Python); ``../PROTOCOL.md`` has the fields.
+Everything here is pure. Bodies are built by polars expressions a batch at a time, one for the
+whole body or, for a batch of few rows and many columns, a few for all its cells (JSON encoding
+and string concatenation run in polars, not per row in Python); ``../PROTOCOL.md`` has the fields.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def data_columns(columns: Sequence[str], options: ImportOptions) -> list[str]:
 _ESCAPED: Final = [chr(c) for c in range(0x20)] + ['"', "\\"]
 #: What each of them becomes inside a JSON string, as orjson writes it (``\n``, ``\u0000``, ``\"``).
 _ESCAPES: Final = [orjson.dumps(c).decode()[1:-1] for c in _ESCAPED]
-#: Batches of fewer rows than this have their string cells encoded stacked (:func:`_stacked_data`).
+#: Batches of fewer rows than this have their ``data`` made stacked (:func:`_stacked_data`).
 STACK_BELOW_ROWS: Final = 1024
 
 

@@ -1,8 +1,9 @@
-"""Read a CSV or Parquet file in batches, each row numbered from 0 in file order.
+r"""Read a CSV or Parquet file in batches, each row numbered from 0 in file order.
 
 Memory stays bounded whatever the file size: Parquet is read as row slices, CSV as byte blocks cut
-only at a newline outside quotes, each parsed by polars on its own. CSV cells stay strings (no lost
-leading zeros or long ids) unless the caller asks for a type.
+only at a newline outside quotes, each parsed by polars on its own. CSV lines may end in ``\n``,
+``\r\n`` or a lone ``\r``; outside quotes the blocks have them as ``\n``. CSV cells stay strings
+(no lost leading zeros or long ids) unless the caller asks for a type.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CSV_BLOCK_BYTES = 3 << 20
 HEADER_READ = 64 << 10
 BOM = b"\xef\xbb\xbf"
 _QUOTE_OR_LINE_END = re.compile(rb'["\r\n]')
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 TYPES: Mapping[str, pl.DataType] = {
     "str": pl.String(),
@@ -259,10 +261,9 @@ def _unix_line_ends(data: bytes) -> bytes:
 
     Files from old Mac software end lines with ``\r`` alone, and files edited on several systems mix
     the three; polars reads only ``\n`` and ``\r\n``. Quoted cells keep their ``\r`` and ``\n``. Most
-    files have no ``\r``, or only in ``\r\n``, and are returned as they are after a byte search.
+    files have no ``\r``, or only in ``\r\n``, and are returned as they are after a search for a lone one.
     """
-    crs = data.count(b"\r")
-    if not crs or crs == data.count(b"\r\n"):
+    if b"\r" not in data or not _LONE_CR.search(data):
         return data
     parts = data.split(b'"')
     # Between the quotes of the file, the even parts are outside quoted cells (a "" inside one is an

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -613,34 +612,6 @@ class TestWide:
             expected = {"account_id": 1, "db_id": 5, "matching": "email", "email": f"u{i}@x.y"}
             expected |= {"data": data, "feedback_id": f"r9-{i}"}
             assert body == orjson.dumps(expected), i
-
-
-def cpu_seconds(call: Callable[[], object], times: int = 3) -> float:
-    """The least CPU time (every thread of this process) that ``call`` took."""
-    spent = []
-    for _ in range(times):
-        started = time.process_time()
-        call()
-        spent.append(time.process_time() - started)
-    return min(spent)
-
-
-class TestCost:
-    def test_a_wide_batch_costs_per_cell_not_per_column(self) -> None:
-        """100 rows of 2,000 columns build in a small multiple of the time of 20,000 rows of 10.
-
-        Both hold 200,000 cells. Whatever a batch costs per column is paid again for every batch,
-        and a file of thousands of columns has only a few hundred rows in each.
-        """
-        options = ImportOptions(db_id=1)
-        wide, _ = wide_frame(100, WIDE)
-        tall, _ = wide_frame(20_000, 10)
-        build_batch(wide, options, "r")
-        build_batch(tall, options, "r")
-        ratio = cpu_seconds(lambda: build_batch(wide, options, "r")) / cpu_seconds(
-            lambda: build_batch(tall, options, "r")
-        )
-        assert ratio < 15, f"a wide batch costs {ratio:.1f}× a tall one of as many cells"
 
 
 class TestOptions:

@@ -6,7 +6,6 @@ import csv
 import io
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -150,34 +149,6 @@ def test_cr_and_mixed_line_ends_at_every_cut(
             ("g@h.i", "z"),
         ], size
     assert open_source(path).columns[0] in ("email", "em\rail")
-
-
-def cpu_seconds(call: Callable[[], object], times: int = 3) -> float:
-    """The least CPU time (every thread of this process) that ``call`` took."""
-    spent = []
-    for _ in range(times):
-        started = time.process_time()
-        call()
-        spent.append(time.process_time() - started)
-    return min(spent)
-
-
-def test_a_wide_file_reads_at_a_cost_per_cell_not_per_column(tmp_path: Path) -> None:
-    """60 rows of 5,000 columns read in a small multiple of the time of 6,000 rows of 50 columns."""
-
-    def write(rows: int, columns: int) -> Path:
-        path = tmp_path / f"{rows}x{columns}.csv"
-        header = ",".join(["email", *(f"q{j}" for j in range(1, columns))])
-        lines = (
-            ",".join([f"u{i}@x.y", *(str(i * j % 1000) for j in range(1, columns))]) for i in range(rows)
-        )
-        path.write_text(header + "\n" + "\n".join(lines) + "\n")
-        return path
-
-    wide, tall = write(60, 5_000), write(6_000, 50)
-    assert read_all(wide).shape == (60, 5_001)
-    ratio = cpu_seconds(lambda: read_all(wide)) / cpu_seconds(lambda: read_all(tall))
-    assert ratio < 15, f"a wide file costs {ratio:.1f}× a tall one of as many cells"
 
 
 @pytest.mark.parametrize(
