@@ -14,8 +14,9 @@ from .errors import (
     InputError,
     QueueMissing,
 )
+from .importer import run_import
 from .messages import Batch, Reply, build_batch, feedback_id, parse_feedback_id, parse_reply
-from .pipeline import ImportSummary, run_import
+from .pipeline import ImportSummary
 from .reconcile import STATUSES, Ledger, Status
 from .results import ResultsReport, report_results
 

@@ -7,56 +7,20 @@ The response queue is shared like the import result queue, so the response is fo
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiormq
 import orjson
 
 from . import broker
+from .calls import ApiCall
 from .config import BrokerSettings
 from .consumer import ReplyConsumer
 from .delivery import Tap
-from .errors import InputError
 from .journal import new_run_id
-from .messages import Reply
-from .protocols import Read, parse_request_id, request_id
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """What to call: the API path, its body (the token goes in), and the account."""
-
-    path: str
-    body: dict[str, Any]
-    account_id: int = 1
-    token: str | None = None
-
-    def message(self, rid: str | None) -> bytes:
-        body = dict(self.body)
-        if self.token:
-            body["token"] = self.token
-        doc: dict[str, Any] = {"account_id": self.account_id}
-        if rid is not None:
-            doc["request_id"] = rid
-        doc |= {"request": self.path.lstrip("/"), "body": body}
-        return orjson.dumps(doc)
-
-
-def parse_body(text: str) -> dict[str, Any]:
-    """``--body``: JSON, or ``@file.json``; an object either way."""
-    try:
-        raw = Path(text[1:]).read_bytes() if text.startswith("@") else text.encode()
-        doc = orjson.loads(raw)
-    except OSError as exc:
-        raise InputError(f"cannot read the body file {text[1:]}: {exc.strerror}") from None
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"the body is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError("the body must be a JSON object")
-    return doc
+from .messages import Reply, parse_request_id, request_id
+from .protocols import Read
 
 
 async def call_api(

@@ -7,7 +7,7 @@ the results still come in file order.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -25,10 +25,22 @@ def mapped_columns(columns: list[str], options: ImportOptions) -> list[str]:
 
 
 def built_batches(
-    source: Source, options: ImportOptions, run_id: str, start_row: int = 0
+    source: Source,
+    options: ImportOptions,
+    run_id: str,
+    start_row: int = 0,
+    *,
+    lookahead: int | None = None,
+    build: Callable[[pl.DataFrame, ImportOptions, str], Batch] = build_batch,
 ) -> Generator[Batch, None, None]:
-    """Every batch from ``start_row`` on, in file order; only the shard's rows with ``options.shard``."""
+    """Every batch from ``start_row`` on, in file order; only the shard's rows with ``options.shard``.
+
+    ``lookahead`` batches are built before they are asked for (default: one per core, for a caller
+    that takes them as fast as they come). Each holds its messages in memory: a caller that sends
+    them far slower than they are built, as a run does, needs none.
+    """
     workers = max(2, os.cpu_count() or 1)
+    depth = workers if lookahead is None else lookahead
     with ThreadPoolExecutor(workers, thread_name_prefix="build") as pool:
         frames: Iterator[pl.DataFrame] = source.batches(start_row, pool)
         if options.rename or options.exclude:
@@ -36,4 +48,4 @@ def built_batches(
         if options.shard is not None:
             k, n = options.shard
             frames = (f for f in (f.filter(pl.col(ROW) % n == k) for f in frames) if f.height)
-        yield from ahead(pool, (partial(build_batch, frame, options, run_id) for frame in frames), workers)
+        yield from ahead(pool, (partial(build, frame, options, run_id) for frame in frames), depth)

@@ -16,13 +16,15 @@ import click
 import orjson
 
 from . import errors
-from .api_call import ApiCall, call_api, parse_body
+from .api_call import call_api
+from .calls import ApiCall, parse_body
 from .config import (
     AMQP_URL_ENV,
     API_TOKEN_ENV,
     DEFAULT_AMQP_URL,
     DEFAULT_API_QUEUE,
     DEFAULT_API_RESULT_QUEUE,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_QUEUE,
     DEFAULT_RESULT_QUEUE,
     DEFAULT_RESULT_TTL_S,
@@ -35,8 +37,10 @@ from .config import (
 )
 from .dry_run import dry_run as dry_run_file
 from .emulator import API_ERROR_CODES, ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
-from .errors import BulkImportError
-from .pipeline import ImportSummary, run_import, summary_exit_code
+from .errors import BulkImportError, InputError
+from .heap import map_large_blocks
+from .importer import run_import
+from .pipeline import ImportSummary, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .replies import list_replies
 from .results import report_results, write_failed
@@ -154,6 +158,64 @@ def amqp_options(func: F) -> F:
     return func
 
 
+def run_options(func: F) -> F:
+    """How a run sends, finishes and is taken up again: ``run`` and ``api --requests``."""
+    decorators = [
+        click.option(
+            "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
+        ),
+        click.option(
+            "--max-pending",
+            type=int,
+            default=8192,
+            show_default=True,
+            help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit).",
+        ),
+        click.option(
+            "--drain-timeout",
+            type=float,
+            default=30.0,
+            show_default=True,
+            help="Seconds to finish in-flight work after SIGTERM/SIGINT.",
+        ),
+        click.option(
+            "--results",
+            "results_path",
+            type=click.Path(path_type=Path),
+            help="Results file (.csv or .parquet). [default: FILE's stem + .results.csv]",
+        ),
+        click.option(
+            "--summary",
+            "summary_path",
+            type=click.Path(path_type=Path),
+            help="Also write the summary as JSON here.",
+        ),
+        click.option(
+            "--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file."
+        ),
+        click.option(
+            "--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file."
+        ),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+def output_options(func: F) -> F:
+    """What a command says while it works: ``run`` and ``api``."""
+    decorators = [
+        click.option(
+            "--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]"
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary."),
+        click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too)."),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
 def broker_settings(
     amqp_url: str, password_file: Path | None, result_queue: str, **more: Any
 ) -> BrokerSettings:
@@ -235,38 +297,13 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     "--exclude", multiple=True, metavar="COLUMN", help="Leave COLUMN out of the messages. Repeatable."
 )
 @amqp_options
-@click.option(
-    "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
-)
-@click.option(
-    "--max-pending",
-    type=int,
-    default=8192,
-    show_default=True,
-    help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit).",
-)
+@run_options
 @click.option(
     "--reply-timeout",
     type=float,
     default=60.0,
     show_default=True,
     help="Seconds without replies before the rest are no_reply.",
-)
-@click.option(
-    "--drain-timeout",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to finish in-flight work after SIGTERM/SIGINT.",
-)
-@click.option(
-    "--results",
-    "results_path",
-    type=click.Path(path_type=Path),
-    help="Results file (.csv or .parquet). [default: FILE's stem + .results.csv]",
-)
-@click.option(
-    "--summary", "summary_path", type=click.Path(path_type=Path), help="Also write the summary as JSON here."
 )
 @click.option(
     "--workers",
@@ -285,7 +322,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option(
     "--batch-size",
     type=int,
-    default=1000,
+    default=DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Rows per batch request with --via api (at most 10,000; a message is also cut at 10 MB).",
 )
@@ -312,16 +349,12 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     show_default=True,
     help="The API response queue (--via api).",
 )
-@click.option("--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file.")
-@click.option("--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file.")
 @click.option(
     "--dry-run",
     is_flag=True,
     help="Read and build every message without connecting: what would be sent and rejected, and why.",
 )
-@click.option("--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary.")
-@click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too).")
+@output_options
 def run(
     file: Path,
     amqp_url: str,
@@ -422,11 +455,11 @@ def _observer(quiet: bool, progress: bool | None) -> Observer:
     return LogProgress()
 
 
-def _report(summary: ImportSummary, summary_path: Path | None) -> None:
+def _report(summary: ImportSummary, summary_path: Path | None, what: str = "rows") -> None:
     counts = ", ".join(f"{status} {n}" for status, n in summary.counts.items())
     click.echo(
-        f"{summary.rows} rows in {summary.elapsed_s:.1f}s ({summary.rows_per_s:.0f} rows/s; "
-        f"published {summary.publish_rows_per_s:.0f} rows/s): {counts}",
+        f"{summary.rows} {what} in {summary.elapsed_s:.1f}s ({summary.rows_per_s:.0f} {what}/s; "
+        f"published {summary.publish_rows_per_s:.0f} {what}/s): {counts}",
         err=True,
     )
     click.echo(f"results: {summary.results}", err=True)
@@ -593,9 +626,15 @@ def emulate(
 
 
 @cli.command("api")
-@click.argument("path")
+@click.argument("path", required=False)
 @connection_options
-@click.option("--body", "body_text", required=True, help="The API request body: JSON, or @FILE.json.")
+@click.option("--body", "body_text", help="The API request body: JSON, or @FILE.json.")
+@click.option(
+    "--requests",
+    "requests_file",
+    type=click.Path(path_type=Path),
+    help='Send every call of this JSON-lines file ({"request": PATH, "body": {...}} a line) as a run does: window, confirms, journal, --resume; a results line per call.',
+)
 @click.option(
     "--token", "api_token", envvar=API_TOKEN_ENV, help=f"API token put into the body [env {API_TOKEN_ENV}]."
 )
@@ -613,33 +652,77 @@ def emulate(
     "--api-result-queue", default=DEFAULT_API_RESULT_QUEUE, show_default=True, help="The API response queue."
 )
 @click.option(
-    "--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the response."
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the response (--requests: without any response, before the rest are no_reply).",
 )
 @click.option("--no-wait", is_flag=True, help="Send without a request_id: no response is asked for.")
+@click.option("--declare", is_flag=True, help="Create the API queues when they are missing (durable).")
+@run_options
+@output_options
 def api(
-    path: str,
+    path: str | None,
     amqp_url: str,
     password_file: Path | None,
     result_queue: str,
-    body_text: str,
+    body_text: str | None,
+    requests_file: Path | None,
     api_token: str | None,
     account_id: int,
     api_queue: str,
     api_result_queue: str,
     timeout: float,
     no_wait: bool,
+    declare: bool,
+    summary_path: Path | None,
+    progress: bool | None,
+    quiet: bool,
+    verbose: int,
+    **options: Any,
 ) -> None:
-    """Call the API method PATH over RabbitMQ (api_req) and print its response body as JSON.
+    """Call the API method PATH over RabbitMQ (api_req) and print its response body as JSON; or
+    with --requests FILE, make every call of a file and write a results line for each.
 
     \b
     Exit codes: 0 the response's error is 0 (or --no-wait: the broker took the request),
     1 the response carries an error, 2 usage, 3 the broker, 4 no response within --timeout.
+    With --requests, as `run`: 0 every call answered without error, 1 some with an error or
+    refused, 4 some unanswered (--resume goes on).
     """
-    _setup_logging(0, True)
+    _setup_logging(verbose, quiet or requests_file is None)
     try:
         settings = broker_settings(
-            amqp_url, password_file, result_queue, api_queue=api_queue, api_result_queue=api_result_queue
+            amqp_url,
+            password_file,
+            result_queue,
+            api_queue=api_queue,
+            api_result_queue=api_result_queue,
+            declare=declare,
         )
+        if requests_file is not None:
+            if path is not None or body_text is not None or no_wait:
+                raise InputError(
+                    "--requests FILE makes the calls the file lists: no PATH, --body or --no-wait"
+                )
+            opts = ImportOptions(
+                db_id=0,
+                account_id=account_id,
+                via="calls",
+                api_token=api_token,
+                reply_timeout=timeout,
+                summary_path=summary_path,
+                **options,
+            )
+            observer = _observer(quiet, progress)
+            summary = _run_async(
+                lambda stop: run_import(requests_file, opts, settings, stop=stop, observer=observer)
+            )
+            _report(summary, summary_path, "calls")
+            sys.exit(summary.exit_code)
+        if path is None or body_text is None:
+            raise InputError("give the API method PATH and its --body, or --requests FILE")
         call = ApiCall(path, parse_body(body_text), account_id, api_token)
         response = _run_async(lambda stop: call_api(settings, call, wait=not no_wait, timeout=timeout))
     except BulkImportError as exc:
@@ -688,6 +771,7 @@ def replies(
 
 def main() -> None:
     """Console entry point: a bug exits 70 with its traceback, never 1."""
+    map_large_blocks()
     try:
         cli.main(standalone_mode=True)
     except SystemExit:

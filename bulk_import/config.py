@@ -12,7 +12,8 @@ from .errors import InputError
 
 Matching = Literal["email", "phone", "profile_id", "custom"]
 MATCHINGS: tuple[Matching, ...] = ("email", "phone", "profile_id", "custom")
-FileFormat = Literal["csv", "parquet"]
+#: ``jsonl``: a file of API calls, a JSON object a line (``bulk-import api --requests``).
+FileFormat = Literal["csv", "parquet", "jsonl"]
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP_URL_ENV = "BULK_IMPORT_AMQP_URL"
@@ -26,6 +27,8 @@ API_TOKEN_ENV = "BULK_IMPORT_API_TOKEN"
 DEFAULT_RESULT_TTL_S = 86_400
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
 BATCH_ROWS = 32_768
+#: Rows per api_req message (``--batch-size``): chosen from the bench's sweep (benchmarks/run.py, phase 8).
+DEFAULT_BATCH_SIZE = 1000
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:
@@ -175,10 +178,11 @@ class ImportOptions:
     shard: tuple[int, int] | None = None
     #: The run id of a new run (workers share their coordinator's); made up when None.
     run_id: str | None = None
-    #: ``queue``: a ``database_import`` message per row; ``api``: batches through ``api_req``.
-    via: Literal["queue", "api"] = "queue"
+    #: ``queue``: a ``database_import`` message per row; ``api``: batches through ``api_req``;
+    #: ``calls``: a file of API calls (``bulk-import api --requests``), one through ``api_req`` a line.
+    via: Literal["queue", "api", "calls"] = "queue"
     #: Rows per batch request (``--via api``), at most 10,000.
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH_SIZE
     #: ``import`` (insert or update), ``add`` (insert only) or ``update`` (update only), ``--via api``.
     mode: Literal["import", "add", "update"] = "import"
     detect_geo: bool = False
@@ -206,7 +210,7 @@ class ImportOptions:
             raise InputError("--workers must be at least 1")
         if self.via == "api" and not self.api_token:
             raise InputError(f"--via api needs the API token: --token, or {API_TOKEN_ENV}")
-        if self.via == "api" and self.workers > 1:
+        if self.via != "queue" and self.workers > 1:
             raise InputError(
                 "--workers applies to --via queue only; batches already lift the per-message limit"
             )

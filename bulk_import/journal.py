@@ -40,6 +40,8 @@ REPLY_SCHEMA = pl.Schema(
         "error_text": pl.String(),
         "matching_field": pl.String(),
         "profile_id": pl.String(),
+        "request_id": pl.String(),
+        "response": pl.String(),
     }
 )
 FSYNC_INTERVAL_S = 1.0
@@ -225,16 +227,18 @@ class Journal:
 
     def record_reply(self, row: int, reply: Reply) -> None:
         assert self._replies is not None
-        line = orjson.dumps(
-            {
-                "row": row,
-                "error": reply.error,
-                "error_text": reply.error_text,
-                "matching_field": reply.matching_field,
-                "profile_id": reply.profile_id,
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        doc: dict[str, object] = {
+            "row": row,
+            "error": reply.error,
+            "error_text": reply.error_text,
+            "matching_field": reply.matching_field,
+            "profile_id": reply.profile_id,
+        }
+        if reply.request_id is not None:
+            doc["request_id"] = reply.request_id
+        if reply.response is not None:
+            doc["response"] = reply.response
+        line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
         try:
             self._replies.write(line)
         except OSError as exc:

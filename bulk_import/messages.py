@@ -51,6 +51,21 @@ def parse_feedback_id(value: object) -> tuple[str, int] | None:
     return run_id, int(row)
 
 
+def request_id(run_id: str, first: int, count: int) -> str:
+    """The id of an API request carrying rows ``first`` to ``first + count``: it names them all."""
+    return f"{run_id}-{first}-{count}"
+
+
+def parse_request_id(value: object) -> tuple[str, int, int] | None:
+    """``(run id, first row, count)`` of an id made by :func:`request_id`, or None for any other."""
+    if not isinstance(value, str):
+        return None
+    parts = value.split("-")
+    if len(parts) != 3 or not RUN_ID_RE.match(parts[0]) or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """The messages of a slice of the file; rows are file row numbers."""
@@ -502,13 +517,18 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One ``database_import_result`` message, as the platform sent it."""
+    """One row's answer: a ``database_import_result`` message as the platform sent it, or a row's
+    part of an API response."""
 
     feedback_id: str
     error: int
     error_text: str
     matching_field: str
     profile_id: str
+    #: The ``request_id`` of the API request that carried the row (a batch's names all its rows).
+    request_id: str | None = None
+    #: An API call's whole response body, as JSON text.
+    response: str | None = None
 
 
 class MalformedReply(ValueError):

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +43,7 @@ from .frames import Wire, encode_messages
 from .journal import Journal, journal_dir, run_started
 from .lock import hold_run
 from .messages import Batch, Reply
-from .progress import NullProgress, Observer, Snapshot
+from .progress import Observer, Snapshot
 from .protocols import Batched, Outgoing, protocol_for
 from .publisher import Publisher, Returned
 from .reader import Source, open_source
@@ -514,11 +515,14 @@ class Run:
             wire = publisher.wire
             assert wire is not None
             out = protocol.messages(rows, bodies, ids, run_id)
+            messages = encode_messages(wire, out.bodies, out.ids)
+            # Framed, the bodies and ids are in the messages: holding them too would double the batch.
             return _Prepared(
-                batch.end_row, batch.rejected_rows, out, encode_messages(wire, out.bodies, out.ids), wire
+                batch.end_row, batch.rejected_rows, replace(out, bodies=[], ids=[]), messages, wire
             )
 
-        batches = built_batches(self.source, self.options, journal.run_id)
+        # The next batch is prepared while this one is sent: building more ahead only holds memory.
+        batches = built_batches(self.source, self.options, run_id, lookahead=0, build=protocol.build)
         loop = asyncio.get_running_loop()
         ahead = loop.run_in_executor(None, prepare, batches)
         try:
@@ -548,6 +552,8 @@ class Run:
                 ):
                     break
                 tokens, messages = out.tokens[start:end], p.messages[start:end]
+                # The publisher keeps what it may send again; the batch lets go of what went out.
+                p.messages[start:end] = repeat(b"", len(messages))
                 self.ledger.send(rows)
                 if self.clock.first_publish is None:
                     self.clock.first_publish = time.monotonic()
@@ -637,7 +643,10 @@ class Run:
 
     def _record_remaining_keys(self) -> None:
         assert self.journal is not None
-        for batch in built_batches(self.source, self.options, self.journal.run_id, self.rows_read):
+        rest = built_batches(
+            self.source, self.options, self.journal.run_id, self.rows_read, build=self.protocol.build
+        )
+        for batch in rest:
             self.journal.record_keys(batch.first_row, batch.keys)
             self.ledger.reject(batch.rejected_rows)
             self.rows_read = batch.end_row
@@ -651,7 +660,9 @@ class Run:
             )
         journal.sync(force=True)
         rows = self.rows_read
-        counts = write_run_results(journal, self.ledger, rows, self.results_path, self.options.shard)
+        counts = write_run_results(
+            journal, self.ledger, rows, self.results_path, self.options.shard, self.protocol.columns
+        )
         exit_code = summary_exit_code(counts)
         incomplete = exit_code == EXIT_INCOMPLETE
         if not incomplete:
@@ -730,25 +741,25 @@ def check_columns(source: Source, options: ImportOptions) -> None:
         raise InputError(f"{source.path}: no column {options.key!r} for the {what} {listed}")
 
 
-async def run_import(
+def open_input(path: Path, options: ImportOptions) -> Source:
+    """The run's input: a file of API calls, or the import file with its columns checked."""
+    return open_source(path, "jsonl") if options.via == "calls" else open_checked(path, options)
+
+
+def results_path_for(path: Path, options: ImportOptions) -> Path:
+    return options.results_path or default_results_path(path)
+
+
+async def run_in_process(
     path: Path,
     options: ImportOptions,
     settings: BrokerSettings,
     *,
-    stop: asyncio.Event | None = None,
-    observer: Observer | None = None,
+    stop: asyncio.Event,
+    observer: Observer,
     relay: Relay | None = None,
 ) -> ImportSummary:
-    """Import ``path``; returns the summary, or raises a :class:`BulkImportError`.
-
-    With ``options.workers`` above 1 the rows are shared by that many worker processes; ``relay``
-    is how such a worker gets its replies from the coordinator.
-    """
-    source = open_checked(path, options)
-    results_path = options.results_path or default_results_path(path)
-    stop, observer = stop or asyncio.Event(), observer or NullProgress()
-    if options.workers > 1 and options.shard is None:
-        from .workers import run_workers
-
-        return await run_workers(source, options, settings, results_path, stop, observer)
+    """The whole run in this process (a worker of ``--workers`` gets its replies over ``relay``)."""
+    source = open_input(path, options)
+    results_path = results_path_for(path, options)
     return await Run(source, options, settings, results_path, stop, observer, relay).execute()

@@ -1,4 +1,4 @@
-"""The two ways rows reach the platform over RabbitMQ, behind the one run.
+"""The ways rows reach the platform over RabbitMQ, behind the one run.
 
 - :class:`PerRow`: one ``database_import`` message per row, answered on ``database_import_result``
   by one reply with the row's ``feedback_id``.
@@ -7,22 +7,37 @@
   order. A message carries a run of consecutive rows, so its ``request_id``,
   ``<run id>-<first row>-<count>``, names every row it holds, and a request-level error (a bad
   token, a tariff limit) can be spread over them.
+- :class:`Calls`: a file of API calls (``bulk-import api --requests``), a line per message on
+  ``api_req``, each answered on ``api_resp`` by its whole response.
 
-A protocol decides how built rows become messages and how a reply becomes row outcomes; the
-ledger, journal, results, reconnects and signals are the run's and do not change with it.
+A protocol decides how a slice of the file is built, how built rows become messages, how a reply
+becomes row outcomes and what the results file calls its columns; the ledger, journal, results,
+reconnects and signals are the run's and do not change with it.
 Everything here is pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+import polars as pl
 
+from .calls import build_calls
 from .config import BrokerSettings, ImportOptions
-from .messages import RUN_ID_RE, MalformedReply, Reply, envelope, parse_feedback_id, reply_from
+from .messages import (
+    Batch,
+    MalformedReply,
+    Reply,
+    build_batch,
+    envelope,
+    parse_feedback_id,
+    parse_request_id,
+    reply_from,
+    request_id,
+)
 
 #: The most profiles the platform recommends in one batch request, and the most bytes.
 MAX_BATCH_ROWS: Final = 10_000
@@ -55,6 +70,30 @@ class Outgoing:
             for r in range(t, t + c)
         ]
 
+
+#: How a slice of the input (numbered rows) becomes a batch of messages.
+Build = Callable[[pl.DataFrame, ImportOptions, str], Batch]
+#: The results file of an import: these columns, named as they are.
+IMPORT_COLUMNS: Final = (
+    "row",
+    "key",
+    "feedback_id",
+    "status",
+    "error",
+    "error_text",
+    "matching_field",
+    "profile_id",
+)
+#: The results file of a file of calls: the run's column → its name there.
+CALL_COLUMNS: Final = {
+    "row": "row",
+    "key": "request",
+    "feedback_id": "request_id",
+    "status": "status",
+    "error": "error",
+    "error_text": "error_text",
+    "response": "response",
+}
 
 #: What a reply says: whose it is (a run id, or None), and for this run the rows it answers
 #: (None when it is this run's but cannot be read).
@@ -104,6 +143,8 @@ class PerRow:
     """``database_import``: a message per row."""
 
     name = "queue"
+    build: Build = staticmethod(build_batch)
+    columns: Mapping[str, str] = dict(zip(IMPORT_COLUMNS, IMPORT_COLUMNS, strict=True))
 
     def __init__(self, options: ImportOptions, settings: BrokerSettings) -> None:
         self.request_queue = settings.queue
@@ -118,24 +159,12 @@ class PerRow:
     read = staticmethod(read_per_row)
 
 
-def request_id(run_id: str, first: int, count: int) -> str:
-    return f"{run_id}-{first}-{count}"
-
-
-def parse_request_id(value: object) -> tuple[str, int, int] | None:
-    """``(run id, first row, count)`` of an id made by :func:`request_id`, or None for any other."""
-    if not isinstance(value, str):
-        return None
-    parts = value.split("-")
-    if len(parts) != 3 or not RUN_ID_RE.match(parts[0]) or not (parts[1].isdigit() and parts[2].isdigit()):
-        return None
-    return parts[0], int(parts[1]), int(parts[2])
-
-
 class Batched:
     """``api_req``: runs of consecutive rows per message, at most ``batch_size`` and 10 MB each."""
 
     name = "api"
+    build: Build = staticmethod(build_batch)
+    columns = PerRow.columns
 
     def __init__(self, options: ImportOptions, settings: BrokerSettings) -> None:
         self.request_queue = settings.api_queue
@@ -215,7 +244,7 @@ class Batched:
         error = response.get("error", 0)
         results = response.get("result")
         if isinstance(error, int) and not isinstance(error, bool) and error != 0:
-            whole = Reply(rid, error, _text(response.get("error_text")), self.matching, "")
+            whole = Reply(rid, error, _text(response.get("error_text")), self.matching, "", rid)
             return [(row, whole) for row in range(first, first + count)]
         if not isinstance(results, list) or len(results) != count:
             raise MalformedReply(f"expected {count} results, got {_size(results)}")
@@ -238,6 +267,7 @@ class Batched:
                         text if type(text) is str else _text(text),
                         matching,
                         profile if type(profile) is str else _text(profile),
+                        rid,
                     ),
                 )
             )
@@ -252,8 +282,44 @@ def _size(value: object) -> str:
     return str(len(value)) if isinstance(value, Sequence) else type(value).__name__
 
 
-Protocol = PerRow | Batched
+class Calls:
+    """``api_req``: a line of a requests file per message, its response kept whole."""
+
+    name = "calls"
+    build: Build = staticmethod(build_calls)
+    columns: Mapping[str, str] = CALL_COLUMNS
+
+    def __init__(self, options: ImportOptions, settings: BrokerSettings) -> None:
+        self.request_queue = settings.api_queue
+        self.result_queue = settings.api_result_queue
+
+    def messages(self, rows: list[int], bodies: list[bytes], ids: list[bytes], run_id: str) -> Outgoing:
+        return Outgoing(rows, bodies, ids)
+
+    def expand(self, tokens: list[int]) -> list[int]:
+        return tokens
+
+    def read(self, body: bytes, run_id: str) -> Read:
+        doc = _document(body)
+        parsed = None if doc is None else parse_request_id(doc.get("request_id"))
+        if doc is None or parsed is None:
+            return None, None
+        owner, row, count = parsed
+        if owner != run_id:
+            return owner, None
+        response = doc.get("body")
+        error = response.get("error", 0) if isinstance(response, dict) else None
+        if count != 1 or not isinstance(response, dict) or type(error) is not int:
+            return owner, None
+        rid = doc["request_id"]
+        text = _text(response.get("error_text"))
+        return owner, [(row, Reply(rid, error, text, "", "", rid, orjson.dumps(response).decode()))]
+
+
+Protocol = PerRow | Batched | Calls
 
 
 def protocol_for(options: ImportOptions, settings: BrokerSettings) -> Protocol:
+    if options.via == "calls":
+        return Calls(options, settings)
     return Batched(options, settings) if options.via == "api" else PerRow(options, settings)

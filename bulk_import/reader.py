@@ -53,6 +53,8 @@ def detect_format(path: Path, forced: FileFormat | None = None) -> FileFormat:
         return "csv"
     if suffix in (".parquet", ".pq"):
         return "parquet"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
     raise InputError(f"{path}: cannot tell the format from {suffix or 'no extension'!r}; use --format")
 
 
@@ -83,6 +85,8 @@ class Source:
         """
         if self.file_format == "parquet":
             yield from self._parquet_batches(start_row, pool)
+        elif self.file_format == "jsonl":
+            yield from self._line_batches(start_row)
         else:
             yield from self._csv_batches(start_row, pool)
 
@@ -110,6 +114,23 @@ class Source:
                 if first < start_row:
                     frame = frame.filter(pl.col(ROW) >= start_row)
                 yield frame
+
+    def _line_batches(self, start_row: int) -> Iterator[pl.DataFrame]:
+        """Each line as the text of column ``line`` (a JSON-lines file: no quoting to mind)."""
+        row = 0
+        with self.path.open("rb") as fh:
+            for block in _line_blocks(fh):
+                lines = block.split(b"\n")
+                first, row = row, row + len(lines)
+                if row <= start_row:
+                    continue
+                texts = _polars_call(
+                    self.path,
+                    lambda lines=lines: pl.Series("line", lines, pl.Binary).cast(pl.String),  # type: ignore[misc]
+                    f" near line {first + 1}",
+                )
+                frame = _numbered(texts.to_frame(), first)
+                yield frame.filter(pl.col(ROW) >= start_row) if first < start_row else frame
 
     def _parse_csv(self, data: bytes) -> pl.DataFrame:
         """One block of records (polars errors are left to the caller, who knows the row)."""
@@ -170,7 +191,9 @@ def open_source(
     for column, type_name in (types or {}).items():
         if type_name not in TYPES:
             raise InputError(f"unknown type {type_name!r} for {column}; use one of {', '.join(TYPES)}")
-    if fmt == "parquet":
+    if fmt == "jsonl":
+        columns = ["line"]
+    elif fmt == "parquet":
         if head != b"PAR1":
             raise InputError(f"{path}: not a Parquet file")
         schema = _polars_call(path, lambda: pl.scan_parquet(path).collect_schema())
@@ -293,6 +316,21 @@ def _csv_blocks(fh: io.BufferedReader, path: Path) -> Iterator[bytes]:
         carry = data[cut:] + held
         if cut:
             yield data[:cut]
+
+
+def _line_blocks(fh: io.BufferedReader) -> Iterator[bytes]:
+    r"""Blocks of whole lines, each without its last ``\n``; a ``\r`` before it is JSON's whitespace."""
+    carry = b""
+    while chunk := fh.read(CSV_BLOCK_BYTES):
+        data = carry + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        carry = data[cut + 1 :]
+        yield data[:cut]
+    if carry:
+        yield carry
 
 
 def _last_record_end(data: bytes) -> int:

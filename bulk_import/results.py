@@ -2,7 +2,8 @@
 
 Built by polars from the journal (each batch's keys, the recorded replies) and the ledger's row
 states, written to a temporary file in the same folder and renamed, so a reader never sees half a
-file. Columns: ``row, key, feedback_id, status, error, error_text, matching_field, profile_id``.
+file. Columns: ``row, key, feedback_id, status, error, error_text, matching_field, profile_id``; of a
+file of API calls ``row, request, request_id, status, error, error_text, response``.
 When it cannot be written (disk full), no temporary file is left, the journal is kept, and a
 :class:`~.errors.LocalError` says so in one line: ``--resume`` writes it once there is room.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +21,16 @@ import polars as pl
 
 from .errors import InputError, LocalError
 from .journal import REPLY_SCHEMA, Journal, cannot_write
+from .protocols import CALL_COLUMNS, IMPORT_COLUMNS
 from .reconcile import ANSWERED, STATUSES, UNANSWERED_STATUS, Ledger
 
-COLUMNS = (
-    "row",
-    "key",
-    "feedback_id",
-    "status",
-    "error",
-    "error_text",
-    "matching_field",
-    "profile_id",
-)
+#: The columns of an import's results file.
+COLUMNS = IMPORT_COLUMNS
+
+
+def named(columns: Mapping[str, str]) -> list[pl.Expr]:
+    """The run's columns picked and named for a results file (the run's name → the file's)."""
+    return [pl.col(run).alias(name) for run, name in columns.items()]
 
 
 def default_results_path(input_path: Path) -> Path:
@@ -44,10 +43,15 @@ _KEYS_SCHEMA = pl.Schema({"row": pl.Int64(), "key": pl.String(), "reason": pl.St
 
 
 def write_run_results(
-    journal: Journal, ledger: Ledger, rows: int, path: Path, shard: tuple[int, int] | None = None
+    journal: Journal,
+    ledger: Ledger,
+    rows: int,
+    path: Path,
+    shard: tuple[int, int] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """The results file of a run (only the shard's rows with ``shard``), a range of rows at a time;
-    the rows per status.
+    the rows per status. ``columns`` picks and names the columns (the run's name → the file's).
 
     Replies are recorded in arrival order, so they are first spilled to Parquet files by range;
     each range then joins its states, keys and replies and is appended to the file in row order.
@@ -72,9 +76,11 @@ def write_run_results(
                 end = min(rows, start + RANGE_ROWS)
                 keys = [f for f, a, b in zip(key_files, firsts, ends, strict=True) if a < end and b > start]
                 replies = sorted(spill.glob(f"{start // RANGE_ROWS}-*.parquet"))
-                yield _range_frame(journal.run_id, ledger, start, end, keys, replies, shard)
+                frame = _range_frame(journal.run_id, ledger, start, end, keys, replies, shard)
+                yield frame.select(named(shown))
 
-        return write_frames(ranges(), path)
+        shown = columns or dict(zip(COLUMNS, COLUMNS, strict=True))
+        return write_frames(ranges(), path, list(shown.values()))
 
 
 def _range_frame(
@@ -105,8 +111,9 @@ def _range_frame(
         states.join(keys.filter(in_range).select("row", "key", "reason"), on="row", how="left")
         .join(replies.unique("row", keep="first"), on="row", how="left")
         .with_columns(
+            # An API request's id names the rows it carried; a database_import reply's, its row.
             feedback_id=pl.when(pl.col("state") != 1).then(
-                pl.lit(f"{run_id}-") + pl.col("row").cast(pl.String)
+                pl.coalesce("request_id", pl.lit(f"{run_id}-") + pl.col("row").cast(pl.String))
             ),
             status=pl.when(answered)
             .then(pl.when(pl.col("error") == 0).then(pl.lit("ok")).otherwise(pl.lit("error")))
@@ -114,9 +121,9 @@ def _range_frame(
             error=pl.when(answered).then(pl.col("error")),
             error_text=pl.when(answered).then(pl.col("error_text")).otherwise(pl.col("reason")),
         )
-        .select(COLUMNS)
+        .drop("state", "reason", "request_id")
         .sort("row")
-        .collect()
+        .collect(engine="in-memory")  # a range is small: the streaming engine's buffers cost more
     )
 
 
@@ -152,7 +159,9 @@ def _local_failures(what: str, then: str) -> Iterator[None]:
         raise LocalError(f"{error}; {then}") from exc
 
 
-def write_frames(frames: Iterable[pl.DataFrame], path: Path) -> dict[str, int]:
+def write_frames(
+    frames: Iterable[pl.DataFrame], path: Path, columns: Sequence[str] = COLUMNS
+) -> dict[str, int]:
     """Frames one after another into one file, CSV or Parquet by the suffix, atomically; the rows
     per status, counted on the way (reading a large file back would cost more memory)."""
     counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
@@ -164,7 +173,7 @@ def write_frames(frames: Iterable[pl.DataFrame], path: Path) -> dict[str, int]:
             for i, frame in enumerate(frames):
                 pieces.append(Path(folder) / f"{i:06d}.parquet")
                 frame.write_parquet(pieces[-1])
-            write_results(pl.scan_parquet(pieces) if pieces else _EMPTY.lazy(), path)
+            write_results(pl.scan_parquet(pieces) if pieces else _empty(columns).lazy(), path)
         return counts
     with _replacing(path) as tmp, tmp.open("wb") as fh:
         header = True
@@ -172,7 +181,7 @@ def write_frames(frames: Iterable[pl.DataFrame], path: Path) -> dict[str, int]:
             frame.write_csv(fh, include_header=header)
             header = False
         if header:
-            _EMPTY.write_csv(fh)
+            _empty(columns).write_csv(fh)
     return counts
 
 
@@ -183,7 +192,8 @@ def _counted(frames: Iterable[pl.DataFrame], counts: dict[str, int]) -> Iterator
         yield frame
 
 
-_EMPTY = pl.DataFrame(schema=dict.fromkeys(COLUMNS, pl.String) | {"row": pl.Int64, "error": pl.Int64})
+def _empty(columns: Sequence[str]) -> pl.DataFrame:
+    return pl.DataFrame(schema=dict.fromkeys(columns, pl.String) | {"row": pl.Int64, "error": pl.Int64})
 
 
 def write_results(frame: pl.LazyFrame, path: Path) -> None:
@@ -238,7 +248,7 @@ def read_results(path: Path) -> pl.LazyFrame:
         names = scan.collect_schema().names()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot be read: {str(exc).splitlines()[0]}") from None
-    if names != list(COLUMNS):
+    if names not in (list(COLUMNS), list(CALL_COLUMNS.values())):
         raise InputError(f"{path}: not a results file (its columns are {', '.join(names[:10])})")
     return scan.with_columns(pl.col("error").cast(pl.String))
 

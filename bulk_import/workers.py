@@ -36,7 +36,7 @@ from .config import BrokerSettings, ImportOptions
 from .errors import EXIT_INCOMPLETE, BrokerUnreachable, IncompleteRun, InputError
 from .journal import journal_dir, new_run_id, recorded_workers, workers_dir
 from .lock import RunLock, hold_run
-from .pipeline import ImportSummary, Session, run_import, summary_exit_code
+from .pipeline import ImportSummary, Session, run_in_process, summary_exit_code
 from .progress import Observer, Snapshot
 from .reader import Source
 from .relay import (
@@ -368,7 +368,7 @@ async def serve_worker(fd: int, stop: asyncio.Event) -> ImportSummary:
     assert options.shard is not None
     k, n = options.shard
     log.info("sending rows %d, %d, %d, ... of %s (run %s)", k, k + n, k + 2 * n, path, options.run_id)
-    summary = await run_import(
+    summary = await run_in_process(
         path, options, settings, stop=stop, observer=RelayProgress(writer), relay=(reader, writer)
     )
     # A coordinator that is gone gets no summary; the worker still ends as its run did.

@@ -6,6 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tests.faults import broker_control
@@ -56,3 +57,23 @@ def test_connections_closed_mid_batched_run(data: Path, queues: Queues, tmp_path
         _, err = proc.communicate(timeout=600)
     assert exited(proc) == 0, err
     assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
+
+
+def test_sigkill_then_resume_a_file_of_calls(queues: Queues, tmp_path: Path) -> None:
+    """`api --requests`: a killed run goes on with --resume; every call ends answered once."""
+    calls = tmp_path / "calls.jsonl"
+    body = '{"request":"api/v1.1/profiles/import","body":{"db_id":1,"matching":"email","email":"c%d@example.com","data":{}}}'
+    calls.write_text("".join(body % i + "\n" for i in range(ROWS)))
+    results = tmp_path / "calls.results.csv"
+    argv = ["api", "--requests", calls, *queues.api_args(), "--token", TOKEN, "--max-pending", "2000"]
+    with emulator(queues, "--token", TOKEN):
+        proc = subprocess.Popen(cli(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        when_replies_reach(results, ROWS // 3, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        done = run_cli(*argv, "--resume")
+    assert exited(done) == 0, done.stderr
+    frame = pl.read_csv(results, infer_schema=False)
+    assert frame["row"].to_list() == [str(i) for i in range(ROWS)]
+    assert status_counts(frame) == {"ok": ROWS}
+    assert frame["request_id"].n_unique() == ROWS
