@@ -288,6 +288,11 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 )
 @click.option("--delimiter", default=",", show_default=True, help="CSV field separator.")
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse the file before sending anything when a cell does not convert to its --type (else that row alone is rejected).",
+)
+@click.option(
     "--rename",
     multiple=True,
     metavar="COLUMN:FIELD",
@@ -463,6 +468,8 @@ def _report(summary: ImportSummary, summary_path: Path | None, what: str = "rows
         err=True,
     )
     click.echo(f"results: {summary.results}", err=True)
+    if summary.reason:
+        click.echo(f"ended early: {summary.reason}", err=True)
     if summary.foreign_replies:
         owners = ", ".join(f"{owner} {n}" for owner, n in list(summary.foreign_owners.items())[:10])
         more = f" and {len(summary.foreign_owners) - 10} more" if len(summary.foreign_owners) > 10 else ""

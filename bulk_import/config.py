@@ -186,6 +186,9 @@ class ImportOptions:
     #: ``import`` (insert or update), ``add`` (insert only) or ``update`` (update only), ``--via api``.
     mode: Literal["import", "add", "update"] = "import"
     detect_geo: bool = False
+    #: Refuse the file before anything is sent when a cell does not convert to its ``--type``
+    #: (otherwise its row alone is ``rejected``).
+    strict: bool = False
     #: The API token every ``api_req`` body carries; never printed.
     api_token: str | None = field(default=None, repr=False)
 

@@ -19,6 +19,8 @@ from .config import ImportOptions
 
 #: The column the reader adds: each row's number in the file, from 0.
 ROW: Final = "__row"
+#: Why a row's cells do not convert to their ``--type`` (null when they do): the reader's word.
+CELL_ERROR: Final = "__cell_error"
 _KEY: Final = "__key"
 _REASON: Final = "__reason"
 _FEEDBACK: Final = "__feedback_id"
@@ -288,7 +290,7 @@ def envelope_prefix(options: ImportOptions) -> str:
 
 def data_columns(columns: Sequence[str], options: ImportOptions) -> list[str]:
     """The columns that go into ``data``; the key travels on its own, except a custom field's."""
-    skip = {ROW, _KEY, _REASON, _FEEDBACK}
+    skip = {ROW, _KEY, _REASON, _FEEDBACK, CELL_ERROR}
     if options.matching != "custom":
         skip.add(options.key)
     return [name for name in columns if name not in skip]
@@ -485,8 +487,10 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     that a file of many columns pays for them once per row, not once per column.
     """
     dtype = frame.get_column(options.key).dtype
-    keyed = frame.select(ROW, options.key).with_columns(_key_text(options, dtype).alias(_KEY))
-    keyed = keyed.with_columns(_reject_reason(pl.col(_KEY), options, dtype).alias(_REASON))
+    refused = [CELL_ERROR] if CELL_ERROR in frame.columns else []
+    keyed = frame.select(ROW, options.key, *refused).with_columns(_key_text(options, dtype).alias(_KEY))
+    reason = _reject_reason(pl.col(_KEY), options, dtype)
+    keyed = keyed.with_columns((pl.coalesce(reason, CELL_ERROR) if refused else reason).alias(_REASON))
     keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))
     bad = keys.filter(pl.col("reason").is_not_null())
     if not bad.is_empty():

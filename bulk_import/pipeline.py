@@ -46,7 +46,7 @@ from .messages import Batch, Reply
 from .progress import Observer, Snapshot
 from .protocols import Batched, Outgoing, protocol_for
 from .publisher import Publisher, Returned
-from .reader import Source, open_source
+from .reader import Source, first_refused_cell, open_source
 from .reconcile import ANSWERED, Ledger
 from .relay import RelayedReplies
 from .results import default_results_path, write_run_results
@@ -247,6 +247,8 @@ class Run:
         self.halted: BaseException | None = None
         #: Whether the drain time ran out after a stop and the waiting was cut short.
         self.cut = False
+        #: Why the input could not be read to its end (the rows before it were sent).
+        self.unreadable: InputError | None = None
         self.replied = asyncio.Event()
 
     def _identity(self) -> dict[str, Any]:
@@ -372,11 +374,12 @@ class Run:
             if self.refused is not None and nothing_sent and not self.options.resume:
                 journal.remove()  # nothing went out: nothing to resume
                 raise self.refused
-            if self.stop.is_set() or self.failure:
+            if (self.stop.is_set() or self.failure) and self.unreadable is None:
                 await self._read_rest()
-            summary = self._finish(journal)
-            if self.refused is not None:
-                summary = replace(summary, exit_code=self.refused.exit_code)
+            summary = self._finish(journal, keep_journal=self.unreadable is not None)
+            stopped_by = self.refused or self.unreadable
+            if stopped_by is not None:
+                summary = replace(summary, exit_code=stopped_by.exit_code)
             return summary
         finally:
             journal.close()
@@ -403,7 +406,18 @@ class Run:
         )
 
     async def _publish_and_wait(self) -> None:
-        await self._publish_all()
+        try:
+            await self._publish_all()
+        except InputError as exc:
+            # The rest of the file cannot be read: what was sent still gets its replies and results.
+            self.unreadable = exc
+            self.failure = str(exc)
+            log.error(
+                "%s; no more rows are sent, waiting for the replies to the %d sent", exc, self.ledger.awaiting
+            )
+            publisher = self.publisher
+            assert publisher is not None
+            await self._guarded(publisher.flush)
         await self._await_replies()
 
     async def _cut_after_drain(self, work: asyncio.Future[None]) -> None:
@@ -651,7 +665,7 @@ class Run:
             self.ledger.reject(batch.rejected_rows)
             self.rows_read = batch.end_row
 
-    def _finish(self, journal: Journal) -> ImportSummary:
+    def _finish(self, journal: Journal, *, keep_journal: bool = False) -> ImportSummary:
         if self.ledger.unexpected:
             log.warning(
                 "%d replies named rows this run has not sent (the first: row %s); they were ignored",
@@ -664,7 +678,7 @@ class Run:
             journal, self.ledger, rows, self.results_path, self.options.shard, self.protocol.columns
         )
         exit_code = summary_exit_code(counts)
-        incomplete = exit_code == EXIT_INCOMPLETE
+        incomplete = exit_code == EXIT_INCOMPLETE or keep_journal
         if not incomplete:
             journal.remove()
         elapsed = time.monotonic() - self.clock.started
@@ -718,6 +732,9 @@ def open_checked(path: Path, options: ImportOptions) -> Source:
         delimiter=options.delimiter,
     )
     check_columns(source, options)
+    if options.strict and (refused := first_refused_cell(source)) is not None:
+        row, reason = refused
+        raise InputError(f"{path}: row {row}: {reason}; nothing was sent (--strict)")
     return source
 
 
@@ -734,6 +751,9 @@ def check_columns(source: Source, options: ImportOptions) -> None:
     for name in options.exclude:
         if name not in names:
             raise InputError(f"{source.path}: no column {name!r} to exclude {listed}")
+    for name in options.types:
+        if name not in names:
+            raise InputError(f"{source.path}: no column {name!r} for --type {listed}")
     if options.key in options.exclude:
         raise InputError(f"--exclude {options.key}: the key column is always sent")
     if options.key not in names:

@@ -8,6 +8,7 @@ only at a newline outside quotes, each parsed by polars on its own. CSV lines ma
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -23,7 +24,7 @@ import polars as pl
 
 from .config import BATCH_ROWS, FileFormat
 from .errors import InputError
-from .messages import ROW
+from .messages import CELL_ERROR, ROW
 
 T = TypeVar("T")
 
@@ -43,6 +44,44 @@ TYPES: Mapping[str, pl.DataType] = {
     "date": pl.Date(),
     "datetime": pl.Datetime(),
 }
+
+
+class _BadRecord(Exception):
+    """A block polars could not parse: which of its records is wrong (0: the first after the
+    header) when it can be told, what polars said, and the records before it."""
+
+    def __init__(self, index: int | None, reason: str, before: pl.DataFrame | None = None) -> None:
+        super().__init__(reason)
+        self.index, self.reason = index, reason
+        #: The block's records before the bad one, read.
+        self.before = before
+
+
+def _bad_record(block: bytes, delimiter: str, columns: int) -> int | None:
+    """The first record of ``block`` (a header and whole records) that is not UTF-8 or does not
+    have ``columns`` fields; only read when polars has refused the block."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = block[: exc.start].decode("utf-8", "replace") + "x"  # the record holding the byte
+        return sum(1 for _ in csv.reader(io.StringIO(before), delimiter=delimiter)) - 2
+    for index, record in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter)):
+        if len(record) != columns:
+            return index - 1
+    return None
+
+
+def _record_end(data: bytes, records: int) -> int:
+    r"""Index just past the ``\n`` that ends record ``records`` (0: the header) outside quotes."""
+    quoted, seen = False, -1
+    for found in re.finditer(rb'["\n]', data):
+        if found.group() == b'"':
+            quoted = not quoted
+        elif not quoted:
+            seen += 1
+            if seen == records:
+                return found.end()
+    return len(data)
 
 
 def detect_format(path: Path, forced: FileFormat | None = None) -> FileFormat:
@@ -102,10 +141,17 @@ class Source:
             header = _read_header(fh, self.path)
             blocks = _csv_blocks(fh, self.path)
             parsed = ahead(pool, (partial(self._parse_csv, header + block) for block in blocks), depth=1)
-            while (
-                frame := _polars_call(self.path, partial(next, parsed, None), f" near row {row}")
-            ) is not None:
-                if frame.columns != self.columns:
+            while True:
+                try:
+                    frame = _polars_call(self.path, partial(next, parsed, None), f" near row {row}")
+                except _BadRecord as bad:
+                    if bad.before is not None and row + bad.before.height > start_row:
+                        yield _numbered(bad.before, row).filter(pl.col(ROW) >= start_row)
+                    at = f"row {row + bad.index}" if bad.index is not None else f"near row {row}"
+                    raise InputError(f"{self.path}: cannot be read at {at}: {bad.reason}") from None
+                if frame is None:
+                    return
+                if [c for c in frame.columns if c != CELL_ERROR] != self.columns:
                     raise InputError(f"{self.path}: the columns changed inside the file near row {row}")
                 first, row = row, row + frame.height
                 if row <= start_row:
@@ -133,14 +179,83 @@ class Source:
                 yield frame.filter(pl.col(ROW) >= start_row) if first < start_row else frame
 
     def _parse_csv(self, data: bytes) -> pl.DataFrame:
-        """One block of records (polars errors are left to the caller, who knows the row)."""
-        return pl.read_csv(
-            io.BytesIO(data),
-            infer_schema=False,
-            separator=self.delimiter,
-            schema_overrides={c: TYPES[t] for c, t in self.types.items()} or None,
-            raise_if_empty=False,
+        """One block of records, its ``--type`` columns converted; a block polars refuses is a
+        :class:`_BadRecord` (the caller knows the block's first row)."""
+        try:
+            frame = pl.read_csv(
+                io.BytesIO(data), infer_schema=False, separator=self.delimiter, raise_if_empty=False
+            )
+        except pl.exceptions.PolarsError as exc:
+            index = _bad_record(data, self.delimiter, len(self.columns))
+            before = None
+            if index:  # the records before the bad one are read and sent
+                with contextlib.suppress(pl.exceptions.PolarsError):
+                    head = data[: _record_end(data, index)]
+                    before = converted(
+                        pl.read_csv(io.BytesIO(head), infer_schema=False, separator=self.delimiter),
+                        self.types,
+                    )
+            raise _BadRecord(index, _first_line(exc), before) from None
+        return converted(frame, self.types)
+
+
+#: What each ``--type`` accepts, said in the reason a cell is refused for.
+_TYPE_WORDS: Mapping[str, str] = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true, false, 1 or 0",
+    "date": "a date (YYYY-MM-DD)",
+    "datetime": "a date and time (ISO 8601)",
+}
+_BOOLS: Mapping[str, bool] = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _convert(text: pl.Expr, type_name: str) -> pl.Expr:
+    """The cells of a text column as ``type_name``; null where one does not convert."""
+    text = text.str.strip_chars()
+    if type_name == "bool":
+        return text.str.to_lowercase().replace_strict(_BOOLS, default=None, return_dtype=pl.Boolean)
+    if type_name == "date":
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    if type_name == "datetime":
+        return text.str.to_datetime(strict=False, time_unit="us")
+    return text.cast(TYPES[type_name], strict=False)
+
+
+def converted(frame: pl.DataFrame, types: Mapping[str, str]) -> pl.DataFrame:
+    """``frame`` (CSV cells as text) with each ``--type`` column converted. A row with a cell that
+    does not convert gets the reason in :data:`~.messages.CELL_ERROR` (the first such cell): the
+    row is refused, the others go on."""
+    typed = {c: t for c, t in types.items() if t != "str" and c in frame.columns}
+    if not typed:
+        return frame
+    values = {c: _convert(pl.col(c), t) for c, t in typed.items()}
+    refused = [
+        pl.when(pl.col(c).is_not_null() & values[c].is_null()).then(
+            pl.format(f"{c}: {{}} is not {_TYPE_WORDS[t]}", pl.col(c).str.slice(0, 60).map_batches(_quoted))
         )
+        for c, t in typed.items()
+    ]
+    return frame.with_columns(
+        pl.coalesce(refused).alias(CELL_ERROR), *(v.alias(c) for c, v in values.items())
+    )
+
+
+def first_refused_cell(source: Source) -> tuple[int, str] | None:
+    """The first row with a cell that does not convert to its ``--type``, and why (a whole read)."""
+    if not source.types:
+        return None
+    for frame in source.batches():
+        if CELL_ERROR in frame.columns:
+            bad = frame.filter(pl.col(CELL_ERROR).is_not_null()).head(1)
+            if bad.height:
+                return int(bad[ROW][0]), str(bad[CELL_ERROR][0])
+    return None
+
+
+def _quoted(texts: pl.Series) -> pl.Series:
+    """Each text as a JSON string: a cell's value shown in a reason, quotes and controls escaped."""
+    return pl.select(pl.struct(texts.alias("v")).struct.json_encode().str.slice(5).str.head(-1)).to_series()
 
 
 def ahead(pool: Executor | None, calls: Iterable[Callable[[], T]], depth: int = 2) -> Iterator[T]:

@@ -139,3 +139,25 @@ def test_password_never_printed(samples: dict[str, Path], tmp_path: Path) -> Non
     assert done.returncode == 3
     assert "s3cr3t-pw" not in done.stderr + done.stdout
     assert "refused the login" in done.stderr
+
+
+def test_a_file_unreadable_half_way_still_has_results_and_a_summary(queues: Queues, tmp_path: Path) -> None:
+    """A record polars cannot read at row 30,000 of 40,000: the rows before it are imported and in
+    the results file, the summary says why, exit 2, and the journal stays."""
+    data = tmp_path / "broken.csv"
+    lines = [f"u{i}@example.com,{i}" for i in range(40_000)]
+    lines[30_000] = "bad@example.com,1,2"
+    data.write_text("email,n\n" + "\n".join(lines) + "\n")
+    results, summary = tmp_path / "r.csv", tmp_path / "s.json"
+    with emulator(queues):
+        done = run_cli(
+            "run", data, "--db", "1", "--type", "n:int", *queues.args(), "--results", results,
+            "--summary", summary,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "cannot be read at row 30000: a row has more fields than the header" in done.stderr
+    frame = assert_every_row_accounted(30_000, results)
+    assert status_counts(frame) == {"ok": 30_000}
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["exit_code"] == 2 and "row 30000" in doc["reason"]
+    assert (tmp_path / "r.csv.journal").is_dir()

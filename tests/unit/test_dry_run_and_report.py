@@ -111,11 +111,13 @@ def test_rename_and_exclude_shape_the_messages(tmp_path: Path) -> None:
         (["--exclude", "email"], "the key column is always sent"),
         (["--rename", "email:mail"], "no column 'email' for the key column"),
         (["--rename", "email"], "is not COLUMN:FIELD"),
+        (["--type", "nope:int"], "no column 'nope' for --type"),
+        (["--type", "a:int", "--strict"], 'row 1: a: "x" is not an integer; nothing was sent (--strict)'),
     ],
 )
 def test_mapping_mistakes_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     data = tmp_path / "c.csv"
-    data.write_text("email,a\nx@y.z,1\n")
+    data.write_text("email,a\nx@y.z,1\nw@y.z,x\n")
     got = CliRunner().invoke(cli, ["run", str(data), "--db", "1", "--dry-run", *args])
     assert got.exit_code == 2, got.output
     assert message in got.output
@@ -132,3 +134,12 @@ def test_dry_run_via_api_shows_a_batch_request_without_the_token(tmp_path: Path)
     assert doc["body"]["token"] == "******"
     assert [item["email"] for item in doc["body"]["data"]] == [f"u{i}@x.io" for i in range(5)]
     assert b"S3cretT0ken" not in report.to_json()
+
+
+def test_a_cell_that_does_not_convert_rejects_its_row_and_the_rest_go(tmp_path: Path) -> None:
+    data = tmp_path / "c.csv"
+    data.write_text("email,score\na@y.z,1\nb@y.z,n/a\nc@y.z,3\n")
+    got = CliRunner().invoke(cli, ["run", str(data), "--db", "1", "--dry-run", "--type", "score:int"])
+    assert got.exit_code == 1, got.output
+    assert "3 rows, 2 would be sent, 1 rejected" in got.output
+    assert 'row 1: score: "n/a" is not an integer' in got.output

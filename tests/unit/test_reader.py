@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -191,15 +192,89 @@ def test_bom_is_dropped(tmp_path: Path) -> None:
 
 
 def test_a_bad_record_in_a_later_block_names_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocks parsed ahead in threads still report the row an error is near, counted in order."""
+    """Blocks parsed ahead in threads still report the row of a bad record, counted in order."""
     monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 64)
     path = tmp_path / "late.csv"
     path.write_text("email,n\n" + "".join(f"u{i}@x.y,{i}\n" for i in range(40)) + "bad@x.y,1,2\n")
     with (
         ThreadPoolExecutor(2) as pool,
-        pytest.raises(InputError, match=r"near row \d+: a row has more fields"),
+        pytest.raises(InputError, match=r"at row 40: a row has more fields"),
     ):
         list(open_source(path).batches(pool=pool))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.integers(1, 300),
+    at=st.integers(0, 299),
+    block=st.integers(16, 400),
+    broken=st.sampled_from([b"bad@x.y,1,2", b'bad@x.y,"1', b"b\xffd@x.y,1"]),
+)
+def test_a_bad_record_anywhere_names_its_row_and_the_rows_before_it_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, at: int, block: int, broken: bytes
+) -> None:
+    """Wherever the record (an extra field, an open quote, a byte that is not UTF-8) falls
+    against the block cuts, the error names its row and every row before it is read once."""
+    at = min(at, rows - 1)
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", block)
+    lines = [f"u{i}@x.y,{i}".encode() for i in range(rows)]
+    lines[at] = broken
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"email,n\n" + b"\n".join(lines) + b"\n")
+    got: list[int] = []
+
+    def read() -> None:
+        for frame in open_source(path).batches():
+            got.extend(frame[ROW].to_list())
+
+    with pytest.raises(InputError, match=rf"(at row {at}|near row \d+):") as raised:
+        read()
+    if "at row" in str(raised.value):
+        assert got == list(range(at))
+    else:  # an open quote swallows the rest of the file: polars names no record
+        assert got == list(range(len(got))) and len(got) <= at
+
+
+def test_cells_that_do_not_convert_reject_their_row_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad int, date or bool cell gives its row the reason (column, value); the rest read typed."""
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 50)
+    path = tmp_path / "t.csv"
+    rows = [f"u{i}@x.y,{i},2001-01-0{1 + i % 9},{'true' if i % 2 else 'FALSE'}" for i in range(30)]
+    rows[3] = "u3@x.y,n/a,2001-01-01,true"
+    rows[17] = "u17@x.y,17,01/02/2001,true"
+    rows[29] = 'u29@x.y,29,2001-01-01,"ma""ybe"'
+    path.write_text("email,n,born,vip\n" + "\n".join(rows) + "\n")
+    frame = read_all(path, types={"n": "int", "born": "date", "vip": "bool"})
+    reasons = dict(
+        frame.filter(pl.col(reader.CELL_ERROR).is_not_null()).select(ROW, reader.CELL_ERROR).iter_rows()
+    )
+    assert reasons == {
+        3: 'n: "n/a" is not an integer',
+        17: 'born: "01/02/2001" is not a date (YYYY-MM-DD)',
+        29: 'vip: "ma\\"ybe" is not true, false, 1 or 0',
+    }
+    assert frame["n"].dtype == pl.Int64 and frame["n"][4] == 4
+    assert frame["vip"].to_list()[:3] == [False, True, False]
+    assert frame["born"].dtype == pl.Date
+
+
+@given(
+    st.lists(
+        st.text("0123456789+- \tab_.", max_size=8) | st.integers(-(10**20), 10**20).map(str), max_size=30
+    )
+)
+def test_an_int_cell_converts_exactly_when_it_is_a_64_bit_integer(cells: list[str]) -> None:
+    frame = pl.DataFrame({ROW: range(len(cells)), "n": cells}, schema={ROW: pl.Int64, "n": pl.String})
+    got = reader.converted(frame, {"n": "int"})
+    for cell, value, reason in zip(cells, got["n"].to_list(), got[reader.CELL_ERROR].to_list(), strict=True):
+        text = cell.strip(" \t")
+        expected = int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else None
+        if expected is not None and not -(2**63) <= expected < 2**63:
+            expected = None
+        assert value == expected, cell
+        assert (reason is None) == (expected is not None), cell
 
 
 def test_ahead_keeps_order_and_runs_the_next_calls_meanwhile() -> None:
