@@ -56,7 +56,7 @@ Exit codes:
   1   finished; some rows error or rejected (see the results file)
   2   usage or input-file error
   3   cannot connect, authenticate, or a queue is missing
-  4   incomplete: rows not_confirmed or no_reply; --resume goes on
+  4   incomplete: rows not_sent, not_confirmed or no_reply; --resume goes on
   70  internal error (a bug: please report it)
   130 interrupted by a second Ctrl-C / signal
 """
@@ -384,7 +384,8 @@ def run(
     of rows through api_req.
 
     Every row ends with one status in the results file: ok, error (the platform's code and text),
-    rejected (never sent: no valid key), not_confirmed (the broker did not take it) or no_reply.
+    rejected (never sent: no valid key), not_sent (the run stopped first), not_confirmed (the broker
+    did not take it) or no_reply.
     """
     _setup_logging(verbose, quiet)
     try:

@@ -47,7 +47,7 @@ from .progress import Observer, Snapshot
 from .protocols import Batched, Outgoing, protocol_for
 from .publisher import Publisher, Returned
 from .reader import Source, first_refused_cell, open_source
-from .reconcile import ANSWERED, Ledger
+from .reconcile import ANSWERED, UNSENT, Ledger
 from .relay import RelayedReplies
 from .results import default_results_path, write_run_results
 
@@ -96,11 +96,17 @@ class ImportSummary:
 
 def summary_exit_code(counts: dict[str, int]) -> int:
     """4 when rows lack a final answer, 1 when some failed, else 0."""
-    if counts.get("not_confirmed", 0) or counts.get("no_reply", 0):
+    if counts.get("not_sent", 0) or counts.get("not_confirmed", 0) or counts.get("no_reply", 0):
         return EXIT_INCOMPLETE
     if counts.get("error", 0) or counts.get("rejected", 0):
         return EXIT_ROWS_FAILED
     return EXIT_OK
+
+
+def sent_rate(counts: dict[str, int], elapsed: float) -> float:
+    """Rows a second over the run, of the rows that went out (not the rejected or never sent)."""
+    sent = sum(n for status, n in counts.items() if status not in UNSENT)
+    return round(sent / elapsed, 1) if elapsed else 0.0
 
 
 class Session:
@@ -693,7 +699,7 @@ class Run:
             rows=rows,
             counts=counts,
             elapsed_s=round(elapsed, 3),
-            rows_per_s=round(rows / elapsed, 1) if elapsed else 0.0,
+            rows_per_s=sent_rate(counts, elapsed),
             publish_rows_per_s=round(confirmed / publish_s, 1) if publish_s else 0.0,
             results=self.results_path,
             exit_code=exit_code,

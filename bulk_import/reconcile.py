@@ -18,8 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-Status = Literal["ok", "error", "rejected", "not_confirmed", "no_reply"]
-STATUSES: Final[tuple[Status, ...]] = ("ok", "error", "rejected", "not_confirmed", "no_reply")
+Status = Literal["ok", "error", "rejected", "not_sent", "not_confirmed", "no_reply"]
+STATUSES: Final[tuple[Status, ...]] = ("ok", "error", "rejected", "not_sent", "not_confirmed", "no_reply")
+#: Statuses of rows that never went out: never counted in a rate.
+UNSENT: Final[tuple[Status, ...]] = ("rejected", "not_sent")
 
 PENDING: Final = 0
 REJECTED: Final = 1
@@ -30,7 +32,7 @@ ANSWERED: Final = 5
 
 #: The final status of every state but ``answered``, whose status is the reply's.
 UNANSWERED_STATUS: Final[dict[int, Status]] = {
-    PENDING: "not_confirmed",
+    PENDING: "not_sent",
     REJECTED: "rejected",
     SENT: "not_confirmed",
     CONFIRMED: "no_reply",

@@ -36,7 +36,7 @@ from .config import BrokerSettings, ImportOptions
 from .errors import EXIT_INCOMPLETE, BrokerUnreachable, IncompleteRun, InputError
 from .journal import journal_dir, new_run_id, recorded_workers, workers_dir
 from .lock import RunLock, hold_run
-from .pipeline import ImportSummary, Session, run_in_process, summary_exit_code
+from .pipeline import ImportSummary, Session, run_in_process, sent_rate, summary_exit_code
 from .progress import Observer, Snapshot
 from .reader import Source
 from .relay import (
@@ -338,7 +338,7 @@ def _finish(
         rows=rows,
         counts=counts,
         elapsed_s=round(elapsed, 3),
-        rows_per_s=round(rows / elapsed, 1) if elapsed else 0.0,
+        rows_per_s=sent_rate(counts, elapsed),
         publish_rows_per_s=round(sum(s["publish_rows_per_s"] for s in summaries), 1),
         results=results_path,
         exit_code=exit_code,

@@ -241,7 +241,7 @@ class TestProcess:
         assert "--resume" in again.stderr
 
     def test_sigterm_drains_then_resume_finishes(self, data: Path, queues: Queues, tmp_path: Path) -> None:
-        """SIGTERM: stop reading, finish in-flight, write every row (unsent: not_confirmed), exit 4."""
+        """SIGTERM: stop reading, finish in-flight, write every row (unsent: not_sent), exit 4."""
         results = tmp_path / "r.csv"
         with emulator(queues) as emu:
             proc = start_run(data, queues, results)
@@ -251,7 +251,7 @@ class TestProcess:
             assert exited(proc) == 4, err
             first = accounted(ROWS, results)
             counts = status_counts(first)
-            assert set(counts) == {"ok", "not_confirmed"}
+            assert set(counts) == {"ok", "not_sent"}
             assert counts["ok"] >= ROWS // 4
             assert "--resume" in err
             done = run_cli(*run_args(data, queues, results, "--resume"))

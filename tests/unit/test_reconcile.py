@@ -116,7 +116,7 @@ def test_final_statuses() -> None:
     assert final_status(CONFIRMED, None) == "no_reply"
     assert final_status(SENT, None) == "not_confirmed"
     assert final_status(FAILED, None) == "not_confirmed"
-    assert final_status(PENDING, None) == "not_confirmed"
+    assert final_status(PENDING, None) == "not_sent"
 
 
 events = st.lists(
