@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -388,6 +390,7 @@ def run(
     did not take it) or no_reply.
     """
     _setup_logging(verbose, quiet)
+    out = SummaryFile.start(None if dry_run else summary_path, file, options.get("db_id"))
     try:
         settings = broker_settings(
             amqp_url,
@@ -411,8 +414,8 @@ def run(
         observer = _observer(quiet, progress)
         summary = _run_async(lambda stop: run_import(file, opts, settings, stop=stop, observer=observer))
     except BulkImportError as exc:
-        _fail(exc)
-    _report(summary, summary_path)
+        out.fail(exc)
+    _report(summary, out)
     sys.exit(summary.exit_code)
 
 
@@ -461,7 +464,48 @@ def _observer(quiet: bool, progress: bool | None) -> Observer:
     return LogProgress()
 
 
-def _report(summary: ImportSummary, summary_path: Path | None, what: str = "rows") -> None:
+@dataclass
+class SummaryFile:
+    """``--summary``: written whatever the exit code (an error's too), so that monitoring never
+    reads an earlier run's; with the input, the tool's version and the start and end times."""
+
+    path: Path | None
+    facts: dict[str, Any]
+
+    @classmethod
+    def start(cls, path: Path | None, file: Path | None, db_id: int | None) -> SummaryFile:
+        facts = {
+            "input": str(file) if file is not None else None,
+            "db_id": db_id,
+            "version": importlib.metadata.version("bulk-import"),
+            "started_at": _now(),
+        }
+        return cls(path, facts)
+
+    def write(self, doc: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        data = orjson.dumps(
+            {**doc, **self.facts, "ended_at": _now()}, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+        )
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            click.echo(f"error: cannot write the summary {self.path}: {exc.strerror}", err=True)
+
+    def fail(self, exc: BulkImportError) -> NoReturn:
+        self.write({"exit_code": exc.exit_code, "error": str(exc)})
+        _fail(exc)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _report(summary: ImportSummary, out: SummaryFile, what: str = "rows") -> None:
     counts = ", ".join(f"{status} {n}" for status, n in summary.counts.items())
     click.echo(
         f"{summary.rows} {what} in {summary.elapsed_s:.1f}s ({summary.rows_per_s:.0f} {what}/s; "
@@ -481,8 +525,7 @@ def _report(summary: ImportSummary, summary_path: Path | None, what: str = "rows
         )
     if summary.journal:
         click.echo(f"unfinished: run again with --resume to finish (journal {summary.journal})", err=True)
-    if summary_path:
-        summary_path.write_bytes(summary.to_json())
+    out.write(summary.to_dict())
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -700,6 +743,7 @@ def api(
     refused, 4 some unanswered (--resume goes on).
     """
     _setup_logging(verbose, quiet or requests_file is None)
+    out = SummaryFile.start(summary_path, requests_file, None)
     try:
         settings = broker_settings(
             amqp_url,
@@ -727,14 +771,14 @@ def api(
             summary = _run_async(
                 lambda stop: run_import(requests_file, opts, settings, stop=stop, observer=observer)
             )
-            _report(summary, summary_path, "calls")
+            _report(summary, out, "calls")
             sys.exit(summary.exit_code)
         if path is None or body_text is None:
             raise InputError("give the API method PATH and its --body, or --requests FILE")
         call = ApiCall(path, parse_body(body_text), account_id, api_token)
         response = _run_async(lambda stop: call_api(settings, call, wait=not no_wait, timeout=timeout))
     except BulkImportError as exc:
-        _fail(exc)
+        out.fail(exc)
     if no_wait:
         click.echo("sent", err=True)
         sys.exit(errors.EXIT_OK)

@@ -87,11 +87,14 @@ class ImportSummary:
     malformed_replies: int = 0
     reconnects: int = 0
 
-    def to_json(self) -> bytes:
+    def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["results"] = str(self.results)
         doc["journal"] = str(self.journal) if self.journal else None
-        return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        return doc
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def summary_exit_code(counts: dict[str, int]) -> int:

@@ -5,11 +5,13 @@ None of these reach a broker: every check happens before connecting.
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -104,3 +106,33 @@ def test_every_option_has_help_and_is_in_the_readme() -> None:
             if longest not in readme:
                 missing.append(f"{name} {longest}: not in README.md")
     assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["{dir}/missing.csv"], 2, "no such file"),
+        (["{csv}", "--amqp-url", "amqp://guest:guest@127.0.0.1:1/"], 3, "cannot connect to the broker"),
+    ],
+)
+def test_the_summary_is_written_on_every_exit(
+    tmp_path: Path, csv_file: Path, args: list[str], code: int, error: str
+) -> None:
+    """Monitoring never reads an earlier night's summary: an error writes one too, saying why."""
+    summary = tmp_path / "s.json"
+    summary.write_text('{"exit_code": 0}')  # yesterday's
+    argv = [
+        "run",
+        *(a.format(dir=tmp_path, csv=csv_file) for a in args),
+        "--db",
+        "23",
+        "--summary",
+        str(summary),
+    ]
+    got = CliRunner().invoke(cli, argv)
+    assert got.exit_code == code, got.output
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["exit_code"] == code and error in doc["error"]
+    assert doc["db_id"] == 23 and doc["version"] == importlib.metadata.version("bulk-import")
+    assert doc["started_at"] <= doc["ended_at"]
+    assert "guest:guest" not in summary.read_text()

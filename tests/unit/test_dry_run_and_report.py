@@ -45,7 +45,14 @@ def test_dry_run_of_a_clean_file_exits_0(tmp_path: Path) -> None:
 
 def results_file(path: Path, statuses: list[str]) -> None:
     n = len(statuses)
-    errors = {"ok": "0", "error": "102", "rejected": None, "no_reply": None, "not_confirmed": None, "not_sent": None}
+    errors = {
+        "ok": "0",
+        "error": "102",
+        "rejected": None,
+        "no_reply": None,
+        "not_confirmed": None,
+        "not_sent": None,
+    }
     texts = {"error": "not found", "rejected": "empty email"}
     pl.DataFrame(
         {
