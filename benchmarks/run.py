@@ -11,6 +11,8 @@ and only ratios within a run mean something:
 6. reply consumption alone (replies.py: ReplyConsumer on a pre-filled queue)
 7. peak RSS of read + build, of writing the results file, and of a whole run with the stand-in
    (CSV, replies, journal and results file included), at two sizes (a whole run: one in --quick)
+8. batched import through api_req (``--via api``): publish-only and end to end with the stand-in,
+   against phases 2 and 5, and a sweep of ``--batch-size`` (rows/s and the run's peak RSS)
 
 Phases 1-6 run in R rounds, every measurement once per round, odd rounds in reverse order, and
 each figure is the median over the rounds. Writes benchmarks/results/ (--quick: results/quick/):
@@ -48,6 +50,8 @@ from typing import Any
 
 from report import Row, fmt_value, markdown, write_json, write_png
 
+from bulk_import.config import DEFAULT_BATCH_SIZE
+
 try:
     import psutil
     from measure import Background, CommandTimeout, Measured, find_broker, run_measured
@@ -73,6 +77,8 @@ PEER_COMMANDS: dict[str, list[str | Path]] = {
 }
 #: Publishing target: this times the Go client's rate at the same window, with at most this much CPU.
 PUBLISH_RATIO, PUBLISH_CLIENT_CPU = 1.10, 10.0
+#: Batched targets: rows/s over the per-message path's, end to end and publish-only.
+API_E2E_RATIO, API_PUBLISH_RATIO = 10.0, 20.0
 RSS_LIMIT_MIB = 250e6 / 2**20  # the target is 250 MB
 RSS_FLAT = 1.2  # "flat": the larger file peaks at most this much above the smaller
 
@@ -93,6 +99,9 @@ class Plan:
     rss_rows: tuple[int, int]
     #: Sizes of the end-to-end peak RSS runs: a smaller one, and optionally a larger one held to it.
     e2e_rss_rows: tuple[int, ...]
+    #: Rows of the batched (api_req) runs, and the batch sizes swept.
+    api_rows: int
+    batch_sweep: tuple[int, ...]
 
 
 FULL = Plan(
@@ -106,7 +115,9 @@ FULL = Plan(
     e2e_rows=100_000,
     reply_rows=100_000,
     rss_rows=(1_000_000, 10_000_000),
-    e2e_rss_rows=(1_000_000, 10_000_000),  # at ~9k rows/s, the larger takes ~20 min
+    e2e_rss_rows=(1_000_000, 10_000_000),  # at ~6k rows/s, the larger takes ~30 min
+    api_rows=1_000_000,
+    batch_sweep=(100, 1_000, 5_000, 10_000),
 )
 QUICK = Plan(
     quick=True,
@@ -120,6 +131,8 @@ QUICK = Plan(
     reply_rows=20_000,
     rss_rows=(100_000, 1_000_000),
     e2e_rss_rows=(100_000,),
+    api_rows=200_000,
+    batch_sweep=(100, 1_000, 10_000),
 )
 
 
@@ -155,6 +168,8 @@ class Publisher:
     argv: Callable[[str, str, Path], list[str | Path]]  # (queue, result queue, scratch dir)
     rate: Callable[[Measured, Path], float]  # checks the output; raises BenchError
     ok_codes: tuple[int, ...] = (0,)
+    #: Rows a message holds (a batch of --via api): the queue holds N / this many messages.
+    per_message: int = 1
 
 
 def log(message: str) -> None:
@@ -349,8 +364,10 @@ class Bench:
             self.sample(p.publish_rows, "parquet")
         if phases & {3}:
             self.bodies(p.publish_rows)
-        if phases & {5}:
+        if phases & {5, 8}:
             self.sample(p.e2e_rows, "parquet")
+        if phases & {8}:
+            self.sample(p.api_rows, "parquet")
         if phases & {7}:
             for fmt in ("parquet", "csv"):
                 for rows in p.rss_rows:
@@ -409,10 +426,10 @@ class Bench:
             if m.returncode not in pub.ok_codes:
                 raise BenchError(f"{pub.name} exited {m.returncode}: {m.tail()}")
             rate = pub.rate(m, scratch)
-            held = self.broker.depth(queue)
-            if held != count:
-                raise BenchError(f"{pub.name}: the queue holds {held} messages, not {count}")
-            end = m.depth.reached(count) or m.ended
+            held, messages = self.broker.depth(queue), -(-count // pub.per_message)
+            if held != messages:
+                raise BenchError(f"{pub.name}: the queue holds {held} messages, not {messages}")
+            end = m.depth.reached(messages) or m.ended
             cpu = m.cpu_pct(end - count / rate, end)
             return Outcome(rate, cpu, {"publish_s": count / rate, "wall_s": m.ended - m.started})
         finally:
@@ -436,20 +453,31 @@ class Bench:
         return Publisher(name, command, rate)
 
     def bulk_argv(
-        self, file: Path, window: int, queue: str, results: str, scratch: Path, *, reply_timeout: float | None
+        self,
+        file: Path,
+        window: int,
+        queue: str,
+        results: str,
+        scratch: Path,
+        *,
+        reply_timeout: float | None,
+        batch: int | None = None,
     ) -> list[str | Path]:
-        """``bulk-import run`` on fresh queues, summary and results in the scratch folder."""
+        """``bulk-import run`` on fresh queues, summary and results in the scratch folder; with
+        ``batch``, ``--via api`` in batches of that many rows."""
         # Publish-only (a reply timeout, no stand-in): --max-pending 0, or the run stops sending after
         # 8192 unanswered rows. End to end keeps the defaults, as a user runs it.
         extra = ["--reply-timeout", str(reply_timeout), "--max-pending", "0"] if reply_timeout else []
+        via = ["--via", "api", "--batch-size", str(batch)] if batch else []
         return [
-            *BULK_IMPORT, "run", file, "--db", "1", "--amqp-url", self.url, "--queue", queue,
-            "--result-queue", results, "--declare", "--window", str(window), *extra,
+            *BULK_IMPORT, "run", file, "--db", "1", "--amqp-url", self.url,
+            *queue_args(queue, results, api=batch is not None), *via,
+            "--declare", "--window", str(window), *extra,
             "--summary", scratch / "summary.json", "--results", scratch / "results.csv", "-q",
         ]  # fmt: skip
 
-    def bulk_publisher(self, window: int) -> Publisher:
-        count = self.plan.publish_rows
+    def bulk_publisher(self, window: int, *, batch: int | None = None) -> Publisher:
+        count = self.plan.api_rows if batch else self.plan.publish_rows
         file = self.sample(count, "parquet")
 
         def rate(m: Measured, scratch: Path) -> float:
@@ -459,25 +487,30 @@ class Bench:
                 raise BenchError(f"bulk-import publish: unexpected counts {counts}")
             return float(summary["publish_rows_per_s"])
 
-        argv = partial(self.bulk_argv, file, window, reply_timeout=1)
-        return Publisher("bulk-import", argv, rate, ok_codes=(4,))
+        argv = partial(self.bulk_argv, file, window, reply_timeout=1, batch=batch)
+        return Publisher("bulk-import", argv, rate, ok_codes=(4,), per_message=batch or 1)
 
-    def end_to_end(self, workers: int = 1, *, fmt: str = "parquet", rows: int | None = None) -> Outcome:
+    def end_to_end(
+        self, workers: int = 1, *, fmt: str = "parquet", rows: int | None = None, batch: int | None = None
+    ) -> Outcome:
         """``bulk-import run`` with the stand-in replying: rows/s from the summary, CPU of all three,
-        and the run's peak RSS (of the client process: its workers' are their own)."""
+        and the run's peak RSS (of the client process: its workers' are their own). With ``batch``,
+        ``--via api`` in batches of that many rows, the stand-in serving api_req."""
         count, window = rows or self.plan.e2e_rows, self.plan.window
         file = self.sample(count, fmt)
         queue, results = self.broker.fresh("e2e"), self.broker.fresh("e2e-replies")
+        idle = [self.broker.fresh("idle"), self.broker.fresh("idle-replies")] if batch else []
         scratch = self.scratch()
-        standin_argv = [
-            *BULK_IMPORT, "emulate", "--amqp-url", self.url, "--queue", queue,
-            "--result-queue", results, "--declare", "-q",
-        ]  # fmt: skip
+        # Batched, the stand-in's database_import queues are fresh ones nobody uses.
+        served = queue_args(queue, results, api=bool(batch))
+        if batch:
+            served += queue_args(*idle, api=False)
+        standin_argv = [*BULK_IMPORT, "emulate", "--amqp-url", self.url, *served, "--declare", "-q"]
         try:
             quiesce(self.beam)
             with Background(standin_argv) as standin:
                 self.wait_for_consumer(queue, standin)
-                argv = self.bulk_argv(file, window, queue, results, scratch, reply_timeout=None)
+                argv = self.bulk_argv(file, window, queue, results, scratch, reply_timeout=None, batch=batch)
                 m = run_measured(
                     [*argv, "--workers", str(workers)],
                     timeout=180 + count / 200,
@@ -497,7 +530,7 @@ class Bench:
             }
             return Outcome(float(summary["rows_per_s"]), cpu, extra)
         finally:
-            self.broker.delete(queue, results)
+            self.broker.delete(queue, results, *idle)
             shutil.rmtree(scratch, ignore_errors=True)
 
     def wait_for_consumer(self, queue: str, standin: Background, timeout: float = 30.0) -> None:
@@ -624,6 +657,39 @@ class Bench:
         jobs.append(
             Job("replies", 6, "reply consumption (ReplyConsumer)", p.reply_rows, "msg/s", self.replies)
         )
+        return jobs + self.batched_jobs()
+
+    def batched_jobs(self) -> list[Job]:
+        """Phase 8: ``--via api`` publish-only and end to end at the default batch size (on phase 5's
+        file, to compare), then end to end over the larger file for each batch size swept."""
+        p = self.plan
+        publish = partial(
+            self.run_publisher, self.bulk_publisher(p.window, batch=DEFAULT_BATCH_SIZE), p.api_rows
+        )
+        label = f"--via api, batches of {DEFAULT_BATCH_SIZE:,}"
+        jobs = [
+            Job("publish:api", 8, f"{label}, publish", p.api_rows, "rows/s", publish),
+            Job(
+                "e2e:api",
+                8,
+                f"{label}, end to end",
+                p.e2e_rows,
+                "rows/s",
+                partial(self.end_to_end, batch=DEFAULT_BATCH_SIZE),
+            ),
+        ]
+        for size in p.batch_sweep:
+            run = partial(self.end_to_end, rows=p.api_rows, batch=size)
+            jobs.append(
+                Job(
+                    f"e2e:api:b{size}",
+                    8,
+                    f"--via api, batches of {size:,}, end to end",
+                    p.api_rows,
+                    "rows/s",
+                    run,
+                )
+            )
         return jobs
 
     def rss_jobs(self) -> list[Job]:
@@ -658,6 +724,12 @@ class Bench:
             for rows in p.e2e_rss_rows
         ]
         return jobs
+
+
+def queue_args(queue: str, results: str, *, api: bool) -> list[str]:
+    """The options naming the request and the result queue: database_import's, or api_req's."""
+    prefix = "--api-" if api else "--"
+    return [f"{prefix}queue", queue, f"{prefix}result-queue", results]
 
 
 def read_summary(m: Measured, scratch: Path) -> dict[str, Any]:
@@ -777,6 +849,7 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
             shared.note = "; ".join(
                 x for x in (f"{shared.value / e2e.value:.2f}× one process", shared.note) if x
             )
+    judge_batched(by_key, ours, plan)
     sizes = dict.fromkeys(("parquet", "csv", "results"), plan.rss_rows) | {"e2e": plan.e2e_rss_rows}
     for what, (small, *larger) in sizes.items():
         target(f"rss:{what}:{small}", "≤ 250 MB", lambda v: v <= RSS_LIMIT_MIB)
@@ -807,6 +880,9 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
         "the stand-in on this machine; rows/s and CPU over the run's own elapsed time (summary)",
         6: "reply consumption: ReplyConsumer + Ledger on a run's connection, without the journal's disk "
         f"writes; prefetch {max(256, plan.window)} as in a run",
+        8: "batched: `bulk-import run --via api` on api_req queues of its own; publish-only as phase 2 "
+        "(the queue holds N / batch size messages), end to end as phase 5 with the stand-in serving "
+        "api_req. Rows/s are set against phase 2's msg/s (a message per row there) and phase 5's rows/s",
         7: "peak RSS: ru_maxrss of a process that only reads and builds the whole file (read_build.py), "
         "or only writes the results file of a finished run from its journal (results_file.py: every "
         "row answered, replies in shuffled order), or of `bulk-import run` over the whole CSV with the "
@@ -815,6 +891,28 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
     }
     notes += [text for phase, text in explain.items() if phase in phases or (phase == 2 and 3 in phases)]
     return notes
+
+
+def judge_batched(by_key: dict[str, Row], publish: Row | None, plan: Plan) -> None:
+    """Phase 8 against the per-message figures of the same run, and each swept size's peak RSS."""
+    pairs = (
+        ("publish:api", publish, API_PUBLISH_RATIO, "publish"),
+        ("e2e:api", by_key.get("e2e"), API_E2E_RATIO, "end to end"),
+    )
+    for key, base, ratio, what in pairs:
+        row = by_key.get(key)
+        if row is None:
+            continue
+        row.target = f"≥ {ratio:.0f}× per-message {what}"
+        if row.value and base is not None and base.value:
+            times = row.value / base.value
+            row.met = times >= ratio
+            row.note = "; ".join(x for x in (f"{times:.1f}× per-message {what}", row.note) if x)
+    for size in plan.batch_sweep:
+        row = by_key.get(f"e2e:api:b{size}")
+        if row is not None and row.detail:
+            peak = max(d["peak_rss_mib"] for d in row.detail)
+            row.note = "; ".join(x for x in (f"peak RSS {peak:.0f} MiB", row.note) if x)
 
 
 def machine_info(broker: Broker) -> dict[str, Any]:

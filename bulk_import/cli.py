@@ -64,15 +64,15 @@ Exit codes:
 """
 
 log = logging.getLogger("bulk_import")
+#: The time at the head of every line a run writes to stderr.
+LOG_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
 def _setup_logging(verbose: int, quiet: bool, name: str = "") -> None:
     level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     who = f"[{name}] " if name else ""
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s %(levelname)s {who}%(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {who}%(message)s", LOG_TIME))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -80,8 +80,13 @@ def _setup_logging(verbose: int, quiet: bool, name: str = "") -> None:
     logging.getLogger("aiormq").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
 
 
+def _say(text: str) -> None:
+    """A line of a run's own on stderr, stamped like the log lines around it (cron keeps both)."""
+    click.echo(f"{datetime.now().astimezone().strftime(LOG_TIME)} {text}", err=True)
+
+
 def _fail(exc: BulkImportError) -> NoReturn:
-    click.echo(f"error: {exc}", err=True)
+    _say(f"error: {exc}")
     sys.exit(exc.exit_code)
 
 
@@ -101,12 +106,12 @@ def _run_async(
 
         def on_signal(signum: int) -> None:
             if stop.is_set() and second_signal_exits:
-                click.echo("error: stopped at once by a second signal; the journal is kept", err=True)
+                _say("error: stopped at once by a second signal; the journal is kept")
                 logging.shutdown()
                 os._exit(errors.EXIT_INTERRUPTED)
             again = " (send it again to stop now)" if second_signal_exits and not who else ""
             name = signal.Signals(signum).name
-            click.echo(f"{f'[{who}] ' if who else ''}{name}: finishing what is in flight{again}", err=True)
+            _say(f"{f'[{who}] ' if who else ''}{name}: finishing what is in flight{again}")
             stop.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -429,7 +434,7 @@ def worker(relay_fd: int, log_level: int, name: str) -> None:
     try:
         summary = _run_async(lambda stop: serve_worker(relay_fd, stop), who=name)
     except BulkImportError as exc:
-        click.echo(f"[{name}] error: {exc}", err=True)
+        _say(f"[{name}] error: {exc}")
         sys.exit(exc.exit_code)
     sys.exit(summary.exit_code)
 
@@ -507,24 +512,22 @@ def _now() -> str:
 
 def _report(summary: ImportSummary, out: SummaryFile, what: str = "rows") -> None:
     counts = ", ".join(f"{status} {n}" for status, n in summary.counts.items())
-    click.echo(
-        f"{summary.rows} {what} in {summary.elapsed_s:.1f}s ({summary.rows_per_s:.0f} {what}/s; "
-        f"published {summary.publish_rows_per_s:.0f} {what}/s): {counts}",
-        err=True,
+    _say(
+        f"run {summary.run_id}: {summary.rows} {what} in {summary.elapsed_s:.1f}s "
+        f"({summary.rows_per_s:.0f} {what}/s; published {summary.publish_rows_per_s:.0f} {what}/s): {counts}"
     )
-    click.echo(f"results: {summary.results}", err=True)
+    _say(f"results: {summary.results}")
     if summary.reason:
-        click.echo(f"ended early: {summary.reason}", err=True)
+        _say(f"ended early: {summary.reason}")
     if summary.foreign_replies:
         owners = ", ".join(f"{owner} {n}" for owner, n in list(summary.foreign_owners.items())[:10])
         more = f" and {len(summary.foreign_owners) - 10} more" if len(summary.foreign_owners) > 10 else ""
-        click.echo(
+        _say(
             f"foreign replies: {summary.foreign_replies} of other runs seen in the result queue and left "
-            f"there for their owners (by run id: {owners}{more}); `bulk-import replies` lists them",
-            err=True,
+            f"there for their owners (by run id: {owners}{more}); `bulk-import replies` lists them"
         )
     if summary.journal:
-        click.echo(f"unfinished: run again with --resume to finish (journal {summary.journal})", err=True)
+        _say(f"unfinished: run again with --resume to finish (journal {summary.journal})")
     out.write(summary.to_dict())
 
 

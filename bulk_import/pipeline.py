@@ -311,6 +311,7 @@ class Run:
         )
         # Rows an earlier attempt may have sent: their late replies are answers too.
         self.ledger.sent_before = journal.sent_before
+        log.info("%s", self._start_line(journal.run_id))
         try:
             self._restore(journal)
             if self.options.resume:
@@ -392,6 +393,18 @@ class Run:
             return summary
         finally:
             journal.close()
+
+    def _start_line(self, run_id: str) -> str:
+        """What the run is, in the first line of its log: enough to tell one night's job from another."""
+        o, s = self.options, self.settings
+        where = f"to {self.protocol.request_queue} at {s.safe_url}"
+        if o.via == "calls":
+            return f"run {run_id}: the calls of {self.source.path}, account {o.account_id}, {where}"
+        key = f"{o.matching} {o.field_name}" if o.field_name else o.matching
+        return (
+            f"run {run_id}{' (resumed)' if o.resume else ''}: {self.source.path} into db {o.db_id}, "
+            f"account {o.account_id}, matching {key} (column {o.key}), --via {o.via}, {where}"
+        )
 
     def _warn_if_expired(self, journal: Journal) -> None:
         """Say before sending that replies the queue no longer keeps mean imports done twice."""

@@ -7,6 +7,7 @@ of its own, and checks that the results file accounts for every row once.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -46,7 +47,8 @@ def data(samples: dict[str, Path]) -> Path:
 
 def error_lines(stderr: str) -> list[str]:
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+    said = (re.sub(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ", "", line) for line in stderr.splitlines())
+    return [line for line in said if line.startswith("error: ")]
 
 
 def gone(pid: int) -> bool:
