@@ -64,8 +64,9 @@ async def consume(args: argparse.Namespace) -> dict[str, Any]:
     ledger.send(range(args.count))
     done = asyncio.Event()
 
-    def on_reply(row: int, _reply: object) -> None:
-        ledger.answer(row)
+    def on_replies(replies: list[tuple[int, object]]) -> None:
+        for row, _reply in replies:
+            ledger.answer(row)
         if ledger.awaiting == 0:
             done.set()
 
@@ -75,7 +76,7 @@ async def consume(args: argparse.Namespace) -> dict[str, Any]:
     try:
         assert session.consume is not None
         consumer = ReplyConsumer(
-            args.run_id, args.queue, on_reply=on_reply, before_ack=lambda: None, prefetch=args.prefetch
+            args.run_id, args.queue, on_replies=on_replies, before_ack=lambda: None, prefetch=args.prefetch
         )
         t0 = time.monotonic()
         await consumer.attach(session.tap, session.consume)

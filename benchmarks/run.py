@@ -50,7 +50,7 @@ from typing import Any
 
 from report import Row, fmt_value, markdown, write_json, write_png
 
-from bulk_import.config import DEFAULT_BATCH_SIZE
+from bulk_import.config import BATCH_ROWS, DEFAULT_BATCH_SIZE
 
 try:
     import psutil
@@ -168,7 +168,8 @@ class Publisher:
     argv: Callable[[str, str, Path], list[str | Path]]  # (queue, result queue, scratch dir)
     rate: Callable[[Measured, Path], float]  # checks the output; raises BenchError
     ok_codes: tuple[int, ...] = (0,)
-    #: Rows a message holds (a batch of --via api): the queue holds N / this many messages.
+    #: Rows a message holds at most (a batch of --via api): a batch never spans two of the file's
+    #: read batches (BATCH_ROWS rows), so each of those ends in a shorter one.
     per_message: int = 1
 
 
@@ -426,7 +427,7 @@ class Bench:
             if m.returncode not in pub.ok_codes:
                 raise BenchError(f"{pub.name} exited {m.returncode}: {m.tail()}")
             rate = pub.rate(m, scratch)
-            held, messages = self.broker.depth(queue), -(-count // pub.per_message)
+            held, messages = self.broker.depth(queue), messages_for(count, pub.per_message)
             if held != messages:
                 raise BenchError(f"{pub.name}: the queue holds {held} messages, not {messages}")
             end = m.depth.reached(messages) or m.ended
@@ -468,7 +469,7 @@ class Bench:
         # Publish-only (a reply timeout, no stand-in): --max-pending 0, or the run stops sending after
         # 8192 unanswered rows. End to end keeps the defaults, as a user runs it.
         extra = ["--reply-timeout", str(reply_timeout), "--max-pending", "0"] if reply_timeout else []
-        via = ["--via", "api", "--batch-size", str(batch)] if batch else []
+        via = ["--via", "api", "--batch-size", str(batch), "--token", "bench-token"] if batch else []
         return [
             *BULK_IMPORT, "run", file, "--db", "1", "--amqp-url", self.url,
             *queue_args(queue, results, api=batch is not None), *via,
@@ -724,6 +725,12 @@ class Bench:
             for rows in p.e2e_rss_rows
         ]
         return jobs
+
+
+def messages_for(rows: int, per_message: int) -> int:
+    """The messages ``rows`` rows of a Parquet file make, ``per_message`` at most in each."""
+    full, rest = divmod(rows, BATCH_ROWS)
+    return full * -(-BATCH_ROWS // per_message) + -(-rest // per_message)
 
 
 def queue_args(queue: str, results: str, *, api: bool) -> list[str]:

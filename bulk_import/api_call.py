@@ -52,7 +52,7 @@ async def call_api(
         consumer = ReplyConsumer(
             run_id,
             settings.api_result_queue,
-            on_reply=lambda row, reply: None,
+            on_replies=lambda replies: None,
             before_ack=lambda: None,
             read=read,
         )

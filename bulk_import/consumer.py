@@ -93,9 +93,10 @@ class Strangers:
 
 
 class ReplyConsumer:
-    """Consumes replies; ``on_reply(row, reply)`` gets each of this run's, in delivery order.
+    """Consumes replies; ``on_replies`` gets the rows each of this run's answers, ``(row, reply)``
+    pairs (a batch's thousand at once), in delivery order.
 
-    An exception from ``on_reply`` (a journal that cannot be written) stops the taking: it is
+    An exception from ``on_replies`` (a journal that cannot be written) stops the taking: it is
     kept in :attr:`failure` and ``on_failure`` is called, and what was not recorded stays unacked.
     """
 
@@ -104,7 +105,7 @@ class ReplyConsumer:
         run_id: str,
         queue: str,
         *,
-        on_reply: Callable[[int, Reply], None],
+        on_replies: Callable[[list[tuple[int, Reply]]], None],
         before_ack: Callable[[], None],
         on_failure: Callable[[BaseException], None] = lambda exc: None,
         prefetch: int = 0,
@@ -113,7 +114,7 @@ class ReplyConsumer:
         self.run_id = run_id
         self.read = read
         self.queue = queue
-        self.on_reply = on_reply
+        self.on_replies = on_replies
         self.before_ack = before_ack
         self.on_failure = on_failure
         self.prefetch = prefetch
@@ -204,8 +205,7 @@ class ReplyConsumer:
     def take(self, replies: list[tuple[int, Reply]], delivery: Delivery) -> bool:
         """Hand the rows one of this run's replies answers on; True when it is settled now (else
         see :meth:`settle`)."""
-        for row, reply in replies:
-            self.on_reply(row, reply)
+        self.on_replies(replies)
         return True
 
     def settle(self, tags: list[int]) -> None:

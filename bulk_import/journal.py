@@ -4,7 +4,8 @@ A folder beside the results file::
 
     <results>.journal/
         run.json           run id, the input file's identity, the options that shape messages
-        replies.ndjson     one line per row's first reply, appended, fsync'd at bounded intervals
+        replies.ndjson     a line per reply: the rows it answers first, as columns (a batch's
+                           thousand rows in one line), appended, fsync'd at bounded intervals
         keys/<row>.parquet each batch's rows with their key and reject reason (for the results file)
 
 Replies are recorded before they are acked, so a reply the broker forgets is on disk first. A
@@ -44,6 +45,15 @@ REPLY_SCHEMA = pl.Schema(
         "response": pl.String(),
     }
 )
+#: The columns of a line of ``replies.ndjson``: a list each, a value per row; the request id and an
+#: API call's response are one value for the line.
+_LISTED = ("row", "error", "error_text", "matching_field", "profile_id")
+_LINE_SCHEMA = pl.Schema(
+    {name: pl.List(REPLY_SCHEMA[name]) for name in _LISTED}
+    | {"request_id": pl.String(), "response": pl.String()}
+)
+#: A line of a journal written a row a line (before lines held columns): resumed all the same.
+_ROW_LINE = re.compile(rb'\{"row":-?\d')
 FSYNC_INTERVAL_S = 1.0
 #: Bytes of ``replies.ndjson`` parsed at once (a few hundred thousand replies): bounds the memory
 #: of reading back a run of any size.
@@ -223,21 +233,28 @@ class Journal:
                 cut = data.rfind(b"\n") + 1
                 carry = data[cut:]
                 if cut:
-                    yield pl.read_ndjson(io.BytesIO(data[:cut]), schema=REPLY_SCHEMA)
+                    yield _reply_frame(data[:cut])
 
     def record_reply(self, row: int, reply: Reply) -> None:
+        self.record_replies([(row, reply)])
+
+    def record_replies(self, replies: list[tuple[int, Reply]]) -> None:
+        """One line for the rows of one reply (a batch's share its request id)."""
         assert self._replies is not None
+        answers = [reply for _, reply in replies]
         doc: dict[str, object] = {
-            "row": row,
-            "error": reply.error,
-            "error_text": reply.error_text,
-            "matching_field": reply.matching_field,
-            "profile_id": reply.profile_id,
+            "row": [row for row, _ in replies],
+            "error": [r.error for r in answers],
+            "error_text": [r.error_text for r in answers],
+            "matching_field": [r.matching_field for r in answers],
+            "profile_id": [r.profile_id for r in answers],
         }
-        if reply.request_id is not None:
-            doc["request_id"] = reply.request_id
-        if reply.response is not None:
-            doc["response"] = reply.response
+        first = answers[0]
+        if first.request_id is not None:
+            doc["request_id"] = first.request_id
+        if first.response is not None:
+            assert len(answers) == 1, "a response is one call's"
+            doc["response"] = first.response
         line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
         try:
             self._replies.write(line)
@@ -312,6 +329,19 @@ _OPTION_NAMES = {
     "mode": "--mode",
     "detect_geo": "--detect-geo",
 }
+
+
+def _reply_frame(lines: bytes) -> pl.DataFrame:
+    """Whole lines of ``replies.ndjson`` as a row each (lines written a row a line, too)."""
+    if not _ROW_LINE.search(lines):
+        return pl.read_ndjson(io.BytesIO(lines), schema=_LINE_SCHEMA).explode(list(_LISTED))
+    rows = lines.splitlines(keepends=True)
+    old = b"".join(line for line in rows if _ROW_LINE.match(line))
+    new = b"".join(line for line in rows if not _ROW_LINE.match(line))
+    parts = [pl.read_ndjson(io.BytesIO(old), schema=REPLY_SCHEMA)]
+    if new:
+        parts.append(_reply_frame(new))
+    return pl.concat(parts)
 
 
 def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

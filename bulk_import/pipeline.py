@@ -331,7 +331,7 @@ class Run:
                     journal.run_id,
                     self.protocol.result_queue,
                     read=self.protocol.read,
-                    on_reply=self._on_reply,
+                    on_replies=self._on_replies,
                     before_ack=journal.sync,
                     on_failure=self._halt,
                 )
@@ -339,7 +339,7 @@ class Run:
                 self.consumer = RelayedReplies(
                     *self.relay,
                     journal.run_id,
-                    on_reply=self._on_reply,
+                    on_replies=self._on_replies,
                     before_ack=journal.sync,
                     on_closed=self.stop.set,
                 )
@@ -526,10 +526,12 @@ class Run:
             )
         )
 
-    def _on_reply(self, row: int, reply: Reply) -> None:
+    def _on_replies(self, replies: list[tuple[int, Reply]]) -> None:
         assert self.journal is not None
-        if self.ledger.answer(row):
-            self.journal.record_reply(row, reply)
+        answer = self.ledger.answer
+        fresh = [pair for pair in replies if answer(pair[0])]
+        if fresh:
+            self.journal.record_replies(fresh)
             self.replied.set()
 
     async def _batches(self) -> AsyncIterator[_Prepared]:

@@ -99,14 +99,14 @@ class RelayedReplies:
         writer: asyncio.StreamWriter,
         run_id: str,
         *,
-        on_reply: Callable[[int, Reply], None],
+        on_replies: Callable[[list[tuple[int, Reply]]], None],
         before_ack: Callable[[], None],
         on_closed: Callable[[], None],
     ) -> None:
         self.reader, self.writer = reader, writer
         self.on_closed = on_closed
         self.run_id = run_id
-        self.on_reply = on_reply
+        self.on_replies = on_replies
         self.before_ack = before_ack
         self.counts = ConsumerCounts()
         self.last_reply_at = time.monotonic()
@@ -158,7 +158,7 @@ class RelayedReplies:
             self.counts.foreign += 1
             return
         self.counts.replies += 1
-        self.on_reply(ours[1], reply)
+        self.on_replies([(ours[1], reply)])
 
     async def flush_acks(self, *, final: bool = False) -> None:
         """Make the replies taken durable, then tell the coordinator it may ack them."""
@@ -183,7 +183,7 @@ class ShardRouter(ReplyConsumer):
     """
 
     def __init__(self, run_id: str, queue: str, workers: list[asyncio.StreamWriter | None]) -> None:
-        super().__init__(run_id, queue, on_reply=lambda row, reply: None, before_ack=lambda: None)
+        super().__init__(run_id, queue, on_replies=lambda replies: None, before_ack=lambda: None)
         self.workers = workers
         #: Shards with every row answered and recorded.
         self.finished: set[int] = set()

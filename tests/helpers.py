@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiormq
+import orjson
 import polars as pl
 
 from bulk_import.reconcile import STATUSES
@@ -192,11 +193,13 @@ def status_counts(frame: pl.DataFrame) -> dict[str, int]:
 
 
 def replies_recorded(results: Path) -> int:
-    """Replies in the run's journal, or in its workers' journals (``--workers``)."""
+    """Rows with a reply in the run's journal, or in its workers' journals (``--workers``)."""
     journals = [results.with_name(results.name + ".journal")]
     journals += results.with_name(results.name + ".workers").glob("*.journal")
     count = 0
     for journal in journals:
         with contextlib.suppress(FileNotFoundError):
-            count += (journal / "replies.ndjson").read_bytes().count(b"\n")
+            data = (journal / "replies.ndjson").read_bytes()
+            # A line lists the rows of one reply; a half-written last line is not counted.
+            count += sum(len(orjson.loads(line)["row"]) for line in data.split(b"\n")[:-1])
     return count

@@ -241,3 +241,20 @@ def test_resume_takes_replies_for_rows_any_earlier_attempt_read(tmp_path: Path) 
     third = Journal.open(path, {}, resume=True)
     assert third.sent_before == 20
     third.close()
+
+
+def test_a_journal_written_a_row_a_line_is_read_with_the_new_lines(tmp_path: Path) -> None:
+    """A run journaled a row a line, resumed by a version that writes a reply's rows as columns."""
+    journal = Journal.open(tmp_path / "j", {"input": "x"}, resume=False)
+    old = b'{"row":0,"error":0,"error_text":"ok","matching_field":"email","profile_id":"p0"}\n'
+    journal.replies_path.write_bytes(old)
+    journal.record_replies(
+        [(r, Reply("run1-1-2", r, f"t{r}", "email", f"p{r}", "run1-1-2")) for r in (1, 2)]
+    )
+    journal.record_reply(3, Reply("run1-3", 0, "", "email", "p3"))
+    journal.close()
+    got = pl.concat(list(journal.reply_blocks())).sort("row")
+    assert got["row"].to_list() == [0, 1, 2, 3]
+    assert got["profile_id"].to_list() == ["p0", "p1", "p2", "p3"]
+    assert got["request_id"].to_list() == [None, "run1-1-2", "run1-1-2", None]
+    assert got["error"].to_list() == [0, 1, 2, 0]
