@@ -42,6 +42,7 @@ from .emulator import API_ERROR_CODES, ERROR_CODES, EmulatorCounts, EmulatorSett
 from .errors import BulkImportError, InputError
 from .heap import map_large_blocks
 from .importer import run_import
+from .jobfile import read_job
 from .pipeline import ImportSummary, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .replies import list_replies
@@ -223,6 +224,64 @@ def output_options(func: F) -> F:
     return func
 
 
+def _config_defaults(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """``--config`` and ``--job`` (eager, in either order): the file's options become the
+    command's defaults, under the command line and the environment."""
+    assert param.name is not None
+    ctx.meta[f"bulk_import.{param.name}"] = value
+    path = ctx.meta.get("bulk_import.config")
+    if path is None:
+        return value
+    try:
+        found = read_job(path, ctx.meta.get("bulk_import.job"))
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    names: dict[str, str] = {}
+    for p in ctx.command.params:
+        if p.name is not None and p.name not in ("config", "job"):
+            names[p.name] = p.name
+            names |= {o.lstrip("-").replace("-", "_"): p.name for o in p.opts if o.startswith("--")}
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise click.BadParameter(
+            f"{path}: no option {', '.join(unknown)} in this command", param_hint="--config"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **{names[k]: v for k, v in found.items()}}
+    return value
+
+
+def config_options(func: F) -> F:
+    """``--config FILE`` and ``--job NAME``: options from a TOML file (see :mod:`.jobfile`)."""
+    decorators = [
+        click.option(
+            "--config",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            is_eager=True,
+            expose_value=False,
+            callback=_config_defaults,
+            help="Take options from this TOML file (its top-level keys, and [jobs.NAME] with --job); the command line and the environment win over it.",
+        ),
+        click.option(
+            "--job",
+            is_eager=True,
+            expose_value=False,
+            callback=_config_defaults,
+            help="The job of the --config file to run: its [jobs.NAME] table over the file's top-level keys.",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+def _show_envvars(command: click.Command) -> click.Command:
+    """List each option's environment variable in the command's --help."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("help", "config", "job"):
+            param.show_envvar = True
+    return command
+
+
 def broker_settings(
     amqp_url: str, password_file: Path | None, result_queue: str, **more: Any
 ) -> BrokerSettings:
@@ -232,7 +291,11 @@ def broker_settings(
     return BrokerSettings(url=amqp_url, result_queue=result_queue, **more)
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+#: Every option of every command can be set as ``BULK_IMPORT_<COMMAND>_<OPTION>`` too.
+ENV_PREFIX = "BULK_IMPORT"
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.version_option(package_name="bulk-import")
 def cli() -> None:
     """Import profiles from CSV or Parquet into Altcraft over RabbitMQ, with a result for every row."""
@@ -250,8 +313,10 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
+@_show_envvars
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("file", type=click.Path(path_type=Path))
+@config_options
 @click.option("--db", "db_id", type=int, required=True, help="Profile database ID (db_id).")
 @click.option(
     "--account",
@@ -260,7 +325,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     default=1,
     envvar="BULK_IMPORT_ACCOUNT",
     show_default=True,
-    help="Account ID (account_id) [env BULK_IMPORT_ACCOUNT].",
+    help="Account ID (account_id).",
 )
 @click.option(
     "--matching",

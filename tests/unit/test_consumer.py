@@ -39,7 +39,10 @@ def reply(tag: int, row: int) -> Delivery:
 async def acks_after_a_reconnect() -> tuple[list[tuple[int, bool]], list[int]]:
     answered: list[int] = []
     consumer = ReplyConsumer(
-        "run1", "results", on_replies=lambda got: answered.extend(row for row, _ in got), before_ack=lambda: None
+        "run1",
+        "results",
+        on_replies=lambda got: answered.extend(row for row, _ in got),
+        before_ack=lambda: None,
     )
     tap = Tap()
     old, new = Channel(1, dead=True), Channel(1)

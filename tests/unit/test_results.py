@@ -248,9 +248,7 @@ def test_a_journal_written_a_row_a_line_is_read_with_the_new_lines(tmp_path: Pat
     journal = Journal.open(tmp_path / "j", {"input": "x"}, resume=False)
     old = b'{"row":0,"error":0,"error_text":"ok","matching_field":"email","profile_id":"p0"}\n'
     journal.replies_path.write_bytes(old)
-    journal.record_replies(
-        [(r, Reply("run1-1-2", r, f"t{r}", "email", f"p{r}", "run1-1-2")) for r in (1, 2)]
-    )
+    journal.record_replies([(r, Reply("run1-1-2", r, f"t{r}", "email", f"p{r}", "run1-1-2")) for r in (1, 2)])
     journal.record_reply(3, Reply("run1-3", 0, "", "email", "p3"))
     journal.close()
     got = pl.concat(list(journal.reply_blocks())).sort("row")
