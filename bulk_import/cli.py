@@ -358,7 +358,25 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     metavar="COLUMN:TYPE",
     help="CSV column type: int, float, bool, date, datetime, str.",
 )
-@click.option("--delimiter", default=",", show_default=True, help="CSV field separator.")
+@click.option(
+    "--delimiter",
+    default=",",
+    show_default=True,
+    help="CSV field separator (a .tsv file: tab, unless given).",
+)
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="The CSV file's text encoding: cp1251, latin-1, utf-16 (with its BOM), any Python knows.",
+)
+@click.option(
+    "--null-value",
+    "null_values",
+    multiple=True,
+    metavar="TEXT",
+    help="A CSV cell equal to TEXT has no value (e.g. NULL, n/a): left out under --nulls skip. Repeatable.",
+)
 @click.option(
     "--strict",
     is_flag=True,

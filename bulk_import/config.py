@@ -162,6 +162,10 @@ class ImportOptions:
     #: CSV column types (name → str/int/float/bool/date/datetime); CSV cells are text otherwise.
     types: Mapping[str, str] = field(default_factory=dict)
     delimiter: str = ","
+    #: The CSV file's text encoding.
+    encoding: str = "utf-8"
+    #: CSV cells that mean "no value" (``NULL``, ``n/a``): read as null, so ``--nulls`` applies.
+    null_values: tuple[str, ...] = ()
     #: Rows per batch read from the file.
     batch_rows: int = BATCH_ROWS
     #: Seconds to wait for in-flight confirms and replies after SIGTERM/SIGINT.

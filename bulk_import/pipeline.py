@@ -281,6 +281,8 @@ class Run:
             "nulls": o.nulls,
             "types": dict(o.types),
             "delimiter": o.delimiter,
+            "encoding": o.encoding,
+            "null_values": list(o.null_values),
             "file_format": o.file_format,
             "via": o.via,
             "mode": o.mode,
@@ -754,6 +756,9 @@ def open_checked(path: Path, options: ImportOptions) -> Source:
         batch_rows=options.batch_rows,
         types={original.get(c, c): t for c, t in options.types.items()},
         delimiter=options.delimiter,
+        encoding=options.encoding,
+        # Under --nulls skip a quoted empty cell ("") is no value either: it would blank the field.
+        null_values=options.null_values + (("",) if options.nulls == "skip" else ()),
     )
     check_columns(source, options)
     if options.strict and (refused := first_refused_cell(source)) is not None:
@@ -782,7 +787,19 @@ def check_columns(source: Source, options: ImportOptions) -> None:
         raise InputError(f"--exclude {options.key}: the key column is always sent")
     if options.key not in names:
         what = "--field" if options.matching == "custom" and not options.key_column else "key column"
-        raise InputError(f"{source.path}: no column {options.key!r} for the {what} {listed}")
+        raise InputError(
+            f"{source.path}: no column {options.key!r} for the {what} {listed}{_separator_hint(source)}"
+        )
+
+
+def _separator_hint(source: Source) -> str:
+    """A CSV read as one column whose name holds another separator: say which to pass."""
+    if source.file_format != "csv" or len(source.columns) != 1:
+        return ""
+    for sep, shown in ((";", "';'"), ("\t", "'\\t'"), ("|", "'|'")):
+        if sep in source.columns[0] and sep != source.delimiter:
+            return f"; the header looks {shown}-separated: try --delimiter {shown}"
+    return ""
 
 
 def open_input(path: Path, options: ImportOptions) -> Source:

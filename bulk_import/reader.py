@@ -8,8 +8,10 @@ only at a newline outside quotes, each parsed by polars on its own. CSV lines ma
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
+import gzip
 import io
 import re
 from collections import Counter, deque
@@ -18,7 +20,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import polars as pl
 
@@ -84,10 +86,53 @@ def _record_end(data: bytes, records: int) -> int:
     return len(data)
 
 
+def _plain_suffix(path: Path) -> str:
+    """The file's extension under a compression's (``contacts.csv.gz``: ``.csv``)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+class _Utf8(io.RawIOBase):
+    """A text file of another encoding as UTF-8 bytes: the reader cuts blocks on bytes."""
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._text = text
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._text.read(1 << 20)
+            if not chunk:
+                return 0
+            self._pending = chunk.encode("utf-8")
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._text.close()
+        super().close()
+
+
+def open_text(path: Path, encoding: str = "utf-8") -> BinaryIO:
+    """The file's bytes as UTF-8, gunzipped when it ends in ``.gz``."""
+    gzipped = path.suffix.lower() == ".gz"
+    raw: BinaryIO = gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[assignment]  # noqa: SIM115
+    if codecs.lookup(encoding).name == "utf-8":
+        return raw
+    return io.BufferedReader(_Utf8(io.TextIOWrapper(raw, encoding=encoding, newline="")))
+
+
 def detect_format(path: Path, forced: FileFormat | None = None) -> FileFormat:
     if forced is not None:
         return forced
-    suffix = path.suffix.lower()
+    suffix = _plain_suffix(path)
     if suffix in (".csv", ".txt", ".tsv"):
         return "csv"
     if suffix in (".parquet", ".pq"):
@@ -107,6 +152,10 @@ class Source:
     batch_rows: int = BATCH_ROWS
     types: Mapping[str, str] = field(default_factory=dict)
     delimiter: str = ","
+    #: The file's text encoding (CSV): anything Python's codecs know (cp1251, latin-1, utf-16).
+    encoding: str = "utf-8"
+    #: CSV cells read as null (empty): ``--null-value``, and a quoted empty string under ``--nulls skip``.
+    null_values: tuple[str, ...] = ()
 
     @property
     def total_rows(self) -> int | None:
@@ -137,9 +186,9 @@ class Source:
 
     def _csv_batches(self, start_row: int, pool: Executor | None) -> Iterator[pl.DataFrame]:
         row = 0
-        with self.path.open("rb") as fh:
-            header = _read_header(fh, self.path)
-            blocks = _csv_blocks(fh, self.path)
+        with open_text(self.path, self.encoding) as fh:
+            header, rest = _read_header(fh, self.path)
+            blocks = _csv_blocks(fh, self.path, rest)
             parsed = ahead(pool, (partial(self._parse_csv, header + block) for block in blocks), depth=1)
             while True:
                 try:
@@ -183,7 +232,11 @@ class Source:
         :class:`_BadRecord` (the caller knows the block's first row)."""
         try:
             frame = pl.read_csv(
-                io.BytesIO(data), infer_schema=False, separator=self.delimiter, raise_if_empty=False
+                io.BytesIO(data),
+                infer_schema=False,
+                separator=self.delimiter,
+                raise_if_empty=False,
+                null_values=list(self.null_values) or None,
             )
         except pl.exceptions.PolarsError as exc:
             index = _bad_record(data, self.delimiter, len(self.columns))
@@ -291,6 +344,8 @@ def open_source(
     batch_rows: int = BATCH_ROWS,
     types: Mapping[str, str] | None = None,
     delimiter: str = ",",
+    encoding: str = "utf-8",
+    null_values: tuple[str, ...] = (),
 ) -> Source:
     """Check the file can be read and learn its columns, before anything is sent."""
     if not path.exists():
@@ -303,6 +358,12 @@ def open_source(
             head = fh.read(4)
     except OSError as exc:
         raise InputError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r} (e.g. utf-8, cp1251, latin-1, utf-16)") from None
+    if delimiter == "," and _plain_suffix(path) == ".tsv":
+        delimiter = "\t"
     for column, type_name in (types or {}).items():
         if type_name not in TYPES:
             raise InputError(f"unknown type {type_name!r} for {column}; use one of {', '.join(TYPES)}")
@@ -314,15 +375,15 @@ def open_source(
         schema = _polars_call(path, lambda: pl.scan_parquet(path).collect_schema())
         columns = schema.names()
     else:
-        with path.open("rb") as fh:
-            header = _read_header(fh, path)
+        with open_text(path, encoding) as fh:
+            header, _ = _polars_call(path, lambda: _read_header(fh, path), f" as {encoding}")
         columns = _header_names(path, header, delimiter)
     if not columns:
         raise InputError(f"{path}: has no columns")
     dupes = sorted(c for c, times in Counter(columns).items() if times > 1)
     if dupes:
         raise InputError(f"{path}: duplicate column names {', '.join(dupes)}")
-    return Source(path, fmt, columns, batch_rows, dict(types or {}), delimiter)
+    return Source(path, fmt, columns, batch_rows, dict(types or {}), delimiter, encoding, null_values)
 
 
 def _polars_call(path: Path, call: Callable[[], T], where: str = "") -> T:
@@ -333,6 +394,8 @@ def _polars_call(path: Path, call: Callable[[], T], where: str = "") -> T:
         raise InputError(f"{path}: cannot be read{where}: {_first_line(exc)}") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read{where}: {exc.strerror or exc}") from None
+    except (UnicodeError, EOFError) as exc:  # a wrong --encoding, a truncated .gz
+        raise InputError(f"{path}: cannot be read{where}: {exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -341,7 +404,7 @@ def _first_line(exc: BaseException) -> str:
     if "more fields than defined" in message:
         return "a row has more fields than the header"
     if "utf-8" in message.lower():
-        return "it is not valid UTF-8 text"
+        return "it is not valid UTF-8 text (in another encoding? --encoding cp1251, latin-1, utf-16, ...)"
     return message
 
 
@@ -354,12 +417,11 @@ def _header_names(path: Path, header: bytes, delimiter: str) -> list[str]:
     return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
 
 
-def _read_header(fh: io.BufferedReader, path: Path) -> bytes:
-    r"""The first record with its line end made ``\n``, ``fh`` left just past it.
+def _read_header(fh: BinaryIO, path: Path) -> tuple[bytes, bytes]:
+    r"""The first record with its line end made ``\n``, and what was read past it.
 
     An empty file is an error.
     """
-    start = fh.tell()
     data, size = b"", HEADER_READ
     while (end := _first_record_end(data)) < 0:
         chunk = fh.read(size)
@@ -368,11 +430,10 @@ def _read_header(fh: io.BufferedReader, path: Path) -> bytes:
             break
         data += chunk
         size *= 2  # a header without a line end costs reads in proportion to its size, not its square
-    fh.seek(start + end)
     first = _unix_line_ends(data[:end].removeprefix(BOM))
     if not first.strip():
         raise InputError(f"{path}: is empty")
-    return first if first.endswith(b"\n") else first + b"\n"
+    return (first if first.endswith(b"\n") else first + b"\n"), data[end:]
 
 
 def _first_record_end(data: bytes) -> int:
@@ -410,9 +471,9 @@ def _unix_line_ends(data: bytes) -> bytes:
     return b'"'.join(parts)
 
 
-def _csv_blocks(fh: io.BufferedReader, path: Path) -> Iterator[bytes]:
-    r"""Blocks of whole records, line ends made ``\n``: each cut at the last newline outside quotes."""
-    carry = b""
+def _csv_blocks(fh: BinaryIO, path: Path, carry: bytes = b"") -> Iterator[bytes]:
+    r"""Blocks of whole records, line ends made ``\n``: each cut at the last newline outside quotes
+    (``carry``: what was read of them already)."""
     while True:
         chunk = fh.read(CSV_BLOCK_BYTES)
         data = carry + chunk

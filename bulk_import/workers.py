@@ -243,6 +243,7 @@ def decode_spec(payload: bytes) -> tuple[Path, ImportOptions, BrokerSettings]:
         doc[name] = Path(doc[name]) if doc[name] is not None else None
     doc["shard"] = tuple(doc["shard"]) if doc["shard"] is not None else None
     doc["exclude"] = tuple(doc["exclude"])
+    doc["null_values"] = tuple(doc["null_values"])
     return Path(spec["path"]), ImportOptions(**doc), BrokerSettings(**spec["settings"])
 
 

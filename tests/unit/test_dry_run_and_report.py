@@ -150,3 +150,25 @@ def test_a_cell_that_does_not_convert_rejects_its_row_and_the_rest_go(tmp_path: 
     assert got.exit_code == 1, got.output
     assert "3 rows, 2 would be sent, 1 rejected" in got.output
     assert 'row 1: score: "n/a" is not an integer' in got.output
+
+
+@pytest.mark.parametrize(("nulls", "data"), [("skip", {"a": "x"}), ("keep", {"a": "x", "b": "", "c": None})])
+def test_a_quoted_empty_cell_is_no_value_under_nulls_skip(
+    tmp_path: Path, nulls: str, data: dict[str, object]
+) -> None:
+    """`""` and --null-value cells would blank a field: under --nulls skip they are left out."""
+    path = tmp_path / "c.csv"
+    path.write_text('email,a,b,c\nq@y.z,x,"",NULL\n')
+    summary = tmp_path / "s.json"
+    args = ["run", str(path), "--db", "1", "--dry-run", "--nulls", nulls, "--null-value", "NULL"]
+    got = CliRunner().invoke(cli, [*args, "--summary", str(summary)])
+    assert got.exit_code == 0, got.output
+    assert orjson.loads(summary.read_bytes())["first_message"]["data"] == data
+
+
+def test_a_header_with_another_separator_says_which_to_pass(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("email;city\nq@y.z;Oslo\n")
+    got = CliRunner().invoke(cli, ["run", str(path), "--db", "1", "--dry-run"])
+    assert got.exit_code == 2
+    assert "the header looks ';'-separated: try --delimiter ';'" in got.output

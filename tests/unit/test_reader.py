@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 import threading
@@ -312,3 +313,46 @@ def test_ahead_raises_a_calls_error_in_its_place() -> None:
     with ThreadPoolExecutor(2) as pool, pytest.raises(ValueError, match="three"):
         got.extend(reader.ahead(pool, (lambda i=i: call(i) for i in range(6))))
     assert got == [0, 1, 2]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    encoding=st.sampled_from(["cp1251", "latin-1", "utf-16"]),
+    names=st.lists(st.sampled_from(["Иван", "Пётр", "Zoë", "José", "Ærø", "plain"]), min_size=1, max_size=60),
+    block=st.integers(8, 200),
+    gzipped=st.booleans(),
+)
+def test_an_export_in_another_encoding_reads_as_the_same_text(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    encoding: str,
+    names: list[str],
+    block: int,
+    gzipped: bool,
+) -> None:
+    """cp1251, latin-1 and utf-16 (with its BOM), gzipped or not, cut in blocks anywhere."""
+    names = [n for n in names if n.encode(encoding, errors="ignore").decode(encoding) == n] or ["plain"]
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", block)
+    text = "email,name\r\n" + "".join(f"u{i}@x.y,{n}\r\n" for i, n in enumerate(names))
+    data = text.encode(encoding)
+    path = tmp_path / ("c.csv.gz" if gzipped else "c.csv")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    frame = read_all(path, encoding=encoding)
+    assert frame["name"].to_list() == names
+    assert frame[ROW].to_list() == list(range(len(names)))
+
+
+def test_a_wrong_encoding_is_one_line_that_names_the_option(tmp_path: Path) -> None:
+    path = tmp_path / "ru.csv"
+    path.write_bytes("email,name\nu@x.y,Иван\n".encode("cp1251"))
+    with pytest.raises(InputError, match=r"at row 0: it is not valid UTF-8 text .*--encoding cp1251"):
+        read_all(path)
+    with pytest.raises(InputError, match="unknown encoding 'klingon'"):
+        open_source(path, encoding="klingon")
+
+
+def test_a_tsv_is_tab_separated_and_null_values_are_no_value(tmp_path: Path) -> None:
+    path = tmp_path / "c.tsv"
+    path.write_text('email\tcity\tzip\na@b.c\tNULL\t""\nd@e.f\tn/a\t0123\n')
+    frame = read_all(path, null_values=("NULL", "n/a", ""))
+    assert frame.select("email", "city", "zip").rows() == [("a@b.c", None, None), ("d@e.f", None, "0123")]
