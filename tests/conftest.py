@@ -4,9 +4,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from bulk_import.sample import write_sample
 from tests.helpers import Queues, delete
+
+# No example is held to a time: the two cores are shared with the broker and whatever else runs.
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture
