@@ -231,6 +231,10 @@ def _config_defaults(ctx: click.Context, param: click.Parameter, value: Any) -> 
     ctx.meta[f"bulk_import.{param.name}"] = value
     path = ctx.meta.get("bulk_import.config")
     if path is None:
+        if param.name == "config" and ctx.meta.get("bulk_import.job") is not None:
+            raise click.BadParameter(
+                "--job names a job of a --config file: give the file", param_hint="--job"
+            )
         return value
     try:
         found = read_job(path, ctx.meta.get("bulk_import.job"))

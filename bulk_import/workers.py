@@ -229,7 +229,8 @@ async def _spawn(path: Path, options: ImportOptions, settings: BrokerSettings, l
 
 def encode_spec(path: Path, options: ImportOptions, settings: BrokerSettings) -> bytes:
     """What a worker is to import, for its ``S`` frame (the socket keeps the password off argv)."""
-    doc = dataclasses.asdict(options)
+    # The coordinator has read the whole file for --strict already.
+    doc = dataclasses.asdict(dataclasses.replace(options, strict=False))
     for name in ("results_path", "summary_path"):
         doc[name] = str(doc[name]) if doc[name] is not None else None
     return orjson.dumps({"path": str(path), "options": doc, "settings": dataclasses.asdict(settings)})

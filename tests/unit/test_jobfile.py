@@ -91,3 +91,11 @@ def test_every_run_option_names_its_environment_variable_in_help() -> None:
         "BULK_IMPORT_RUN_VIA",
     ):
         assert name in got.output
+
+
+def test_a_job_without_a_config_file_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "c.csv"
+    data.write_text("email\na@b.c\n")
+    got = CliRunner().invoke(cli, ["run", str(data), "--db", "1", "--job", "contacts", "--dry-run"])
+    assert got.exit_code == 2
+    assert "--job names a job of a --config file" in got.output
