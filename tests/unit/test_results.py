@@ -243,8 +243,8 @@ def test_resume_takes_replies_for_rows_any_earlier_attempt_read(tmp_path: Path) 
     third.close()
 
 
-def test_a_journal_written_a_row_a_line_is_read_with_the_new_lines(tmp_path: Path) -> None:
-    """A run journaled a row a line, resumed by a version that writes a reply's rows as columns."""
+def test_a_journal_of_single_rows_and_batches_reads_as_a_row_each(tmp_path: Path) -> None:
+    """A reply of one row is a line of values, a batch's a line of columns; both read back."""
     journal = Journal.open(tmp_path / "j", {"input": "x"}, resume=False)
     old = b'{"row":0,"error":0,"error_text":"ok","matching_field":"email","profile_id":"p0"}\n'
     journal.replies_path.write_bytes(old)
