@@ -200,6 +200,7 @@ def replies_recorded(results: Path) -> int:
     for journal in journals:
         with contextlib.suppress(FileNotFoundError):
             data = (journal / "replies.ndjson").read_bytes()
-            # A line lists the rows of one reply; a half-written last line is not counted.
-            count += sum(len(orjson.loads(line)["row"]) for line in data.split(b"\n")[:-1])
+            # A line is one row, or a batch's rows listed; a half-written last line is not counted.
+            rows = (orjson.loads(line)["row"] for line in data.split(b"\n")[:-1])
+            count += sum(len(row) if isinstance(row, list) else 1 for row in rows)
     return count
