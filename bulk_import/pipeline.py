@@ -313,7 +313,6 @@ class Run:
         )
         # Rows an earlier attempt may have sent: their late replies are answers too.
         self.ledger.sent_before = journal.sent_before
-        log.info("%s", self._start_line(journal.run_id))
         try:
             self._restore(journal)
             if self.options.resume:
@@ -352,6 +351,8 @@ class Run:
                 if not self.options.resume:
                     journal.remove()  # refused before anything was sent: nothing to resume
                 raise
+            # The broker took the run: its first line says what it is.
+            log.info("%s", self._start_line(journal.run_id))
             consuming = asyncio.create_task(self.consumer.run())
             ticking = asyncio.create_task(self._tick(self.source.total_rows))
             work = asyncio.ensure_future(self._publish_and_wait())

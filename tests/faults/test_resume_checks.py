@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.faults]
         ([], ["--skip-triggers"], "--skip-triggers was not given, now given"),
         ([], ["--nulls", "keep"], "--nulls was 'skip', now 'keep'"),
         ([], ["--resource-id", "5"], "--resource-id was not given, now 5"),
-        ([], ["--type", "first_name:str"], "--type was not given"),
+        ([], ["--type", "city:str"], "--type was not given"),
     ],
 )
 def test_resume_with_another_option_is_refused_naming_it(
