@@ -958,7 +958,7 @@ def main() -> int:
         "--quick", action="store_true", help="small sizes, one round: the CI smoke run (< 4 min)"
     )
     parser.add_argument("--rounds", type=int, help="repetitions of phases 1-6 (default: 3, quick: 1)")
-    parser.add_argument("--phases", default="1,2,3,4,5,6,7", help="comma-separated phases to run")
+    parser.add_argument("--phases", default="1,2,3,4,5,6,7,8", help="comma-separated phases to run")
     parser.add_argument("--url", default=os.environ.get("BULK_IMPORT_AMQP_URL", DEFAULT_URL))
     args = parser.parse_args()
 
