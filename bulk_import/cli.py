@@ -43,6 +43,7 @@ from .errors import BulkImportError, InputError
 from .heap import map_large_blocks
 from .importer import run_import
 from .jobfile import read_job
+from .journal import write_atomic
 from .pipeline import ImportSummary, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .replies import list_replies
@@ -120,108 +121,103 @@ def _run_async(
         return runner.run(make(stop))
 
 
-def connection_options(func: F) -> F:
-    """Where the broker is and who logs in: every command that connects."""
-    decorators = [
-        click.option(
-            "--amqp-url",
-            envvar=AMQP_URL_ENV,
-            default=DEFAULT_AMQP_URL,
-            show_default=True,
-            help=f"Broker URL with the platform's vhost, e.g. amqp://user@host:5672/altcraft [env {AMQP_URL_ENV}: keeps the password out of `ps`].",
-        ),
-        click.option(
-            "--password-file",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            envvar=PASSWORD_FILE_ENV,
-            help=f"Read the broker password from this file (its first line), in place of the URL's [env {PASSWORD_FILE_ENV}].",
-        ),
-        click.option("--result-queue", default=DEFAULT_RESULT_QUEUE, show_default=True, help="Reply queue."),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
+def option_group(*options: Callable[[Any], Any]) -> Callable[[F], F]:
+    """Options several commands share, in one decorator: as if stacked in the order listed."""
+
+    def apply(func: F) -> F:
+        for decorate in reversed(options):
+            func = decorate(func)
+        return func
+
+    return apply
 
 
-def amqp_options(func: F) -> F:
-    """Broker options shared by ``run`` and ``emulate``."""
-    decorators = [
-        connection_options,
-        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Request queue."),
-        click.option(
-            "--declare",
-            is_flag=True,
-            help="Create the queues that are missing (durable; the reply queue with --result-ttl); leave existing ones as they are.",
-        ),
-        click.option(
-            "--result-ttl",
-            type=float,
-            default=DEFAULT_RESULT_TTL_S,
-            show_default=True,
-            help="Seconds the reply queue keeps a reply (the platform's RABBITMQ_X_MESSAGE_TTL): given to a queue --declare creates, and what --resume expects.",
-        ),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
+#: Where the broker is and who logs in: every command that connects.
+connection_options = option_group(
+    click.option(
+        "--amqp-url",
+        envvar=AMQP_URL_ENV,
+        default=DEFAULT_AMQP_URL,
+        show_default=True,
+        help=f"Broker URL with the platform's vhost, e.g. amqp://user@host:5672/altcraft [env {AMQP_URL_ENV}: keeps the password out of `ps`].",
+    ),
+    click.option(
+        "--password-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar=PASSWORD_FILE_ENV,
+        help=f"Read the broker password from this file (its first line), in place of the URL's [env {PASSWORD_FILE_ENV}].",
+    ),
+    click.option("--result-queue", default=DEFAULT_RESULT_QUEUE, show_default=True, help="Reply queue."),
+)
 
 
-def run_options(func: F) -> F:
-    """How a run sends, finishes and is taken up again: ``run`` and ``api --requests``."""
-    decorators = [
-        click.option(
-            "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
-        ),
-        click.option(
-            "--max-pending",
-            type=int,
-            default=8192,
-            show_default=True,
-            help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit).",
-        ),
-        click.option(
-            "--drain-timeout",
-            type=float,
-            default=30.0,
-            show_default=True,
-            help="Seconds to finish in-flight work after SIGTERM/SIGINT.",
-        ),
-        click.option(
-            "--results",
-            "results_path",
-            type=click.Path(path_type=Path),
-            help="Results file (.csv or .parquet). [default: FILE's stem + .results.csv]",
-        ),
-        click.option(
-            "--summary",
-            "summary_path",
-            type=click.Path(path_type=Path),
-            help="Also write the summary as JSON here.",
-        ),
-        click.option(
-            "--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file."
-        ),
-        click.option(
-            "--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file."
-        ),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
+#: Broker options shared by ``run`` and ``emulate``.
+amqp_options = option_group(
+    connection_options,
+    click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Request queue."),
+    click.option(
+        "--declare",
+        is_flag=True,
+        help="Create the queues that are missing (durable; the reply queue with --result-ttl); leave existing ones as they are.",
+    ),
+    click.option(
+        "--result-ttl",
+        type=float,
+        default=DEFAULT_RESULT_TTL_S,
+        show_default=True,
+        help="Seconds the reply queue keeps a reply (the platform's RABBITMQ_X_MESSAGE_TTL): given to a queue --declare creates, and what --resume expects.",
+    ),
+)
 
 
-def output_options(func: F) -> F:
-    """What a command says while it works: ``run`` and ``api``."""
-    decorators = [
-        click.option(
-            "--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]"
-        ),
-        click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary."),
-        click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too)."),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
+#: How a run sends, finishes and is taken up again: ``run`` and ``api --requests``.
+run_options = option_group(
+    click.option(
+        "--window", type=int, default=4096, show_default=True, help="Messages awaiting broker confirms."
+    ),
+    click.option(
+        "--max-pending",
+        type=int,
+        default=8192,
+        show_default=True,
+        help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit).",
+    ),
+    click.option(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        show_default=True,
+        help="Seconds to finish in-flight work after SIGTERM/SIGINT.",
+    ),
+    click.option(
+        "--results",
+        "results_path",
+        type=click.Path(path_type=Path),
+        help="Results file (.csv or .parquet). [default: FILE's stem + .results.csv]",
+    ),
+    click.option(
+        "--summary",
+        "summary_path",
+        type=click.Path(path_type=Path),
+        help="Also write the summary as JSON here.",
+    ),
+    click.option(
+        "--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file."
+    ),
+    click.option(
+        "--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file."
+    ),
+)
+
+
+#: What a command says while it works: ``run`` and ``api``.
+output_options = option_group(
+    click.option(
+        "--progress/--no-progress", default=None, help="Live progress bar. [default: on a terminal]"
+    ),
+    click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary."),
+    click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too)."),
+)
 
 
 def _config_defaults(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -254,28 +250,24 @@ def _config_defaults(ctx: click.Context, param: click.Parameter, value: Any) -> 
     return value
 
 
-def config_options(func: F) -> F:
-    """``--config FILE`` and ``--job NAME``: options from a TOML file (see :mod:`.jobfile`)."""
-    decorators = [
-        click.option(
-            "--config",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            is_eager=True,
-            expose_value=False,
-            callback=_config_defaults,
-            help="Take options from this TOML file (its top-level keys, and [jobs.NAME] with --job); the command line and the environment win over it.",
-        ),
-        click.option(
-            "--job",
-            is_eager=True,
-            expose_value=False,
-            callback=_config_defaults,
-            help="The job of the --config file to run: its [jobs.NAME] table over the file's top-level keys.",
-        ),
-    ]
-    for decorate in reversed(decorators):
-        func = decorate(func)
-    return func
+#: ``--config FILE`` and ``--job NAME``: options from a TOML file (see :mod:`.jobfile`).
+config_options = option_group(
+    click.option(
+        "--config",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        is_eager=True,
+        expose_value=False,
+        callback=_config_defaults,
+        help="Take options from this TOML file (its top-level keys, and [jobs.NAME] with --job); the command line and the environment win over it.",
+    ),
+    click.option(
+        "--job",
+        is_eager=True,
+        expose_value=False,
+        callback=_config_defaults,
+        help="The job of the --config file to run: its [jobs.NAME] table over the file's top-level keys.",
+    ),
+)
 
 
 def _show_envvars(command: click.Command) -> click.Command:
@@ -580,13 +572,10 @@ class SummaryFile:
         data = orjson.dumps(
             {**doc, **self.facts, "ended_at": _now()}, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
         )
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            tmp.write_bytes(data)
-            tmp.replace(self.path)
+            write_atomic(self.path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            click.echo(f"error: cannot write the summary {self.path}: {exc.strerror}", err=True)
+            _say(f"error: cannot write the summary {self.path}: {exc.strerror}")
 
     def fail(self, exc: BulkImportError) -> NoReturn:
         self.write({"exit_code": exc.exit_code, "error": str(exc)})

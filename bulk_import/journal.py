@@ -196,14 +196,14 @@ class Journal:
                 # an earlier attempt may have sent, over every attempt so far.
                 journal.sent_before = max(int(recorded.get("read_rows", 0)), _keys_end(journal.keys_dir))
                 if journal.sent_before > int(recorded.get("read_rows", 0)):
-                    _write_atomic(meta, orjson.dumps({**recorded, "read_rows": journal.sent_before}))
+                    write_atomic(meta, orjson.dumps({**recorded, "read_rows": journal.sent_before}))
                 _truncate_partial_line(journal.replies_path)
                 shutil.rmtree(journal.keys_dir, ignore_errors=True)
             else:
                 journal = cls(path, run_id or new_run_id(), identity)
                 path.mkdir(parents=True)
                 try:
-                    _write_atomic(meta, orjson.dumps({"run_id": journal.run_id, "identity": identity}))
+                    write_atomic(meta, orjson.dumps({"run_id": journal.run_id, "identity": identity}))
                 except OSError:
                     shutil.rmtree(path, ignore_errors=True)  # half a journal would only mislead
                     raise
@@ -416,10 +416,15 @@ def _keys_end(keys_dir: Path) -> int:
     return int(last) + 1 if last is not None else int(files[-1].stem) + 1
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """``data`` as ``path``, whole or not at all: a reader never sees half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

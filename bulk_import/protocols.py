@@ -282,7 +282,7 @@ def _size(value: object) -> str:
     return str(len(value)) if isinstance(value, Sequence) else type(value).__name__
 
 
-class Calls:
+class Calls(PerRow):
     """``api_req``: a line of a requests file per message, its response kept whole."""
 
     name = "calls"
@@ -292,12 +292,6 @@ class Calls:
     def __init__(self, options: ImportOptions, settings: BrokerSettings) -> None:
         self.request_queue = settings.api_queue
         self.result_queue = settings.api_result_queue
-
-    def messages(self, rows: list[int], bodies: list[bytes], ids: list[bytes], run_id: str) -> Outgoing:
-        return Outgoing(rows, bodies, ids)
-
-    def expand(self, tokens: list[int]) -> list[int]:
-        return tokens
 
     def read(self, body: bytes, run_id: str) -> Read:
         doc = _document(body)

@@ -29,6 +29,7 @@ import re
 import sqlite3
 import struct
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,7 +229,7 @@ def _message_id(fid: object) -> bytes:
 Outgoing = tuple[float, list[int], list[bytes], list[bytes]]
 
 
-class _Responder:
+class _Responder(ABC):
     """One request queue's worth of serving: deliveries in, a task each to handle, send and ack.
 
     Replies go out through a :class:`Publisher` on a channel of their own; a request is acked once
@@ -288,11 +289,13 @@ class _Responder:
         self.handled_all = True
         self.outbox_ready.set()
 
+    @abstractmethod
     def handle(self, batch: list[Delivery]) -> None:
-        raise NotImplementedError
+        """Apply a batch of requests and queue their replies."""
 
+    @abstractmethod
     def count_replied(self, n: int) -> None:
-        raise NotImplementedError
+        """Count ``n`` replies the broker confirmed."""
 
     def queue_replies(self, tokens: list[int], bodies: list[bytes], ids: list[bytes]) -> None:
         """Send these replies once the delay has passed."""
