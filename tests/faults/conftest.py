@@ -11,8 +11,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     write = terminalreporter.write_line
     write("")
-    write("| case | rows in | rows accounted | requests received | exit | statuses |")
-    write("|---|---|---|---|---|---|")
+    write(
+        "| case | rows in | rows accounted | requests received | reconnections (run, stand-in) | exit | statuses |"
+    )
+    write("|---|---|---|---|---|---|---|")
     for case, f in REPORT.items():
-        cells = [f.get(k, "–") for k in ("rows", "accounted", "received", "exit", "statuses")]
+        keys = ("rows", "accounted", "received", "reconnections", "exit", "statuses")
+        cells = [f.get(k, "–") for k in keys]
         write(f"| {case} | " + " | ".join(map(str, cells)) + " |")
