@@ -13,7 +13,7 @@ from functools import partial
 
 import polars as pl
 
-from .config import ImportOptions
+from .config import RESERVED_PREFIX, ImportOptions
 from .messages import ROW, Batch, build_batch
 from .reader import Source, ahead
 
@@ -21,7 +21,16 @@ from .reader import Source, ahead
 def mapped_columns(columns: list[str], options: ImportOptions) -> list[str]:
     """The file's columns as the messages see them: renamed, and without the excluded ones."""
     renamed = [options.rename.get(c, c) for c in columns]
-    return [c for c in renamed if c not in options.exclude]
+    dropped = left_out(renamed, options)
+    return [c for c in renamed if c not in dropped]
+
+
+def left_out(renamed: list[str], options: ImportOptions) -> list[str]:
+    """``--exclude``'s columns, and the tool's own (``bulk_import_*``, from ``report --failed``)."""
+    return [
+        *options.exclude,
+        *(c for c in renamed if c.startswith(RESERVED_PREFIX) and c not in options.exclude),
+    ]
 
 
 def built_batches(
@@ -43,8 +52,9 @@ def built_batches(
     depth = workers if lookahead is None else lookahead
     with ThreadPoolExecutor(workers, thread_name_prefix="build") as pool:
         frames: Iterator[pl.DataFrame] = source.batches(start_row, pool)
-        if options.rename or options.exclude:
-            frames = (f.rename(dict(options.rename)).drop(options.exclude) for f in frames)
+        dropped = left_out([options.rename.get(c, c) for c in source.columns], options)
+        if options.rename or dropped:
+            frames = (f.rename(dict(options.rename)).drop(dropped) for f in frames)
         if options.shard is not None:
             k, n = options.shard
             frames = (f for f in (f.filter(pl.col(ROW) % n == k) for f in frames) if f.height)

@@ -40,6 +40,7 @@ from .config import (
 from .dry_run import dry_run as dry_run_file
 from .emulator import API_ERROR_CODES, ERROR_CODES, EmulatorCounts, EmulatorSettings, serve_until_stopped
 from .errors import BulkImportError, InputError
+from .failed import input_of, write_failed_rows
 from .heap import map_large_blocks
 from .importer import run_import
 from .jobfile import read_job
@@ -47,7 +48,7 @@ from .journal import write_atomic
 from .pipeline import ImportSummary, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .replies import list_replies
-from .results import report_results, write_failed
+from .results import report_results
 from .sample import write_sample
 from .workers import serve_worker
 
@@ -609,16 +610,37 @@ def _report(summary: ImportSummary, out: SummaryFile, what: str = "rows") -> Non
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--failed", type=click.Path(path_type=Path), help="Write the rows that are not ok here.")
+@click.option(
+    "--failed",
+    type=click.Path(path_type=Path),
+    help="Write the input's rows that are not ok here, as they were, with bulk_import_row, _status, "
+    "_error and _error_text (which run never sends): the night's command imports them again.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    help="The file the run read, for --failed [default: the one beside RESULTS named as its default results].",
+)
+@click.option(
+    "--delimiter", default=",", show_default=True, help="The input's CSV separator, as given to run."
+)
+@click.option(
+    "--encoding", default="utf-8", show_default=True, help="The input's CSV encoding, as given to run."
+)
 @click.option("--top", type=int, default=10, show_default=True, help="Kinds of problem listed.")
-def report(results: Path, failed: Path | None, top: int) -> None:
+def report(
+    results: Path, failed: Path | None, input_path: Path | None, delimiter: str, encoding: str, top: int
+) -> None:
     """What became of the rows of a RESULTS file: rows per status, the commonest problems.
 
     Exits as the run that wrote it did, so a cron job can check a results file later.
     """
     try:
         got = report_results(results, top)
-        written = write_failed(results, failed) if failed else None
+        if failed is not None:
+            source = input_path or input_of(results)
+            written = write_failed_rows(results, source, failed, delimiter=delimiter, encoding=encoding)
     except BulkImportError as exc:
         _fail(exc)
     click.echo(f"{results}: {got.rows} rows")
@@ -628,8 +650,8 @@ def report(results: Path, failed: Path | None, top: int) -> None:
         click.echo("not ok, commonest first (rows, status, error, text):")
     for status, error, text, n in got.problems:
         click.echo(f"  {n:>9}  {status:<14}{error:<6}{text}")
-    if written is not None:
-        click.echo(f"{written} rows not ok written to {failed}")
+    if failed is not None:
+        click.echo(f"{written} rows not ok written to {failed}, from {source}")
     sys.exit(summary_exit_code(got.counts))
 
 

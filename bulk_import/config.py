@@ -25,6 +25,8 @@ DEFAULT_API_RESULT_QUEUE = "api_resp"
 API_TOKEN_ENV = "BULK_IMPORT_API_TOKEN"
 #: The platform's default ``RABBITMQ_X_MESSAGE_TTL``: a reply nobody reads is gone after a day.
 DEFAULT_RESULT_TTL_S = 86_400
+#: Columns so named are the tool's own (``report --failed`` writes them): ``run`` never sends them.
+RESERVED_PREFIX = "bulk_import_"
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
 BATCH_ROWS = 32_768
 #: Rows per api_req message (``--batch-size``): chosen from the bench's sweep (benchmarks/run.py, phase 8).

@@ -57,7 +57,7 @@ def write_run_results(
     each range then joins its states, keys and replies and is appended to the file in row order.
     """
     with (
-        _local_failures(
+        local_failures(
             f"the results file {path}", "the journal is kept: make room, then run again with --resume"
         ),
         tempfile.TemporaryDirectory(dir=journal.path, prefix="results-") as folder,
@@ -137,7 +137,7 @@ def merge_parts(parts: list[Path], path: Path) -> dict[str, int]:
     longest = max((s.select(pl.len()).collect().item() for s in scans), default=0)
     step = max(1, RANGE_ROWS // len(parts))
     kept = f"the workers' parts are kept: make room, then run again with --resume --workers {len(parts)}"
-    with _local_failures(f"the results file {path}", kept):
+    with local_failures(f"the results file {path}", kept):
         return write_frames(
             (
                 pl.concat([s.slice(at, step) for s in scans]).sort("row").collect()
@@ -148,7 +148,7 @@ def merge_parts(parts: list[Path], path: Path) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _local_failures(what: str, then: str) -> Iterator[None]:
+def local_failures(what: str, then: str) -> Iterator[None]:
     """A failure of the file system (disk full) while writing ``what`` as one line, saying ``then``."""
     try:
         yield
@@ -175,7 +175,7 @@ def write_frames(
                 frame.write_parquet(pieces[-1])
             write_results(pl.scan_parquet(pieces) if pieces else _empty(columns).lazy(), path)
         return counts
-    with _replacing(path) as tmp, tmp.open("wb") as fh:
+    with replacing(path) as tmp, tmp.open("wb") as fh:
         header = True
         for frame in frames:
             frame.write_csv(fh, include_header=header)
@@ -198,7 +198,7 @@ def _empty(columns: Sequence[str]) -> pl.DataFrame:
 
 def write_results(frame: pl.LazyFrame, path: Path) -> None:
     """Write CSV, or Parquet for a ``.parquet`` path, atomically (streamed: no sort here)."""
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         if _is_parquet(path):
             frame.sink_parquet(tmp)
         else:
@@ -206,7 +206,7 @@ def write_results(frame: pl.LazyFrame, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` that replaces it once written: no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -271,10 +271,3 @@ def report_results(path: Path, top: int = 10) -> ResultsReport:
         counts=counts,
         problems=[(s, e or "", t or "", n) for s, e, t, n in problems.iter_rows()],
     )
-
-
-def write_failed(path: Path, out: Path) -> int:
-    """The rows of a results file that are not ok, written to ``out``; how many."""
-    failed = read_results(path).filter(pl.col("status") != "ok")
-    write_results(failed, out)
-    return sum(count_statuses(out).values())

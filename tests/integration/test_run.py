@@ -161,3 +161,32 @@ def test_a_file_unreadable_half_way_still_has_results_and_a_summary(queues: Queu
     doc = orjson.loads(summary.read_bytes())
     assert doc["exit_code"] == 2 and "row 30000" in doc["reason"]
     assert (tmp_path / "r.csv.journal").is_dir()
+
+
+def test_the_morning_after_the_failed_rows_go_back_in_as_they_were(queues: Queues, tmp_path: Path) -> None:
+    """Rejected cells and platform errors: `report --failed` gives those rows, fixed they import ok."""
+    data = tmp_path / "contacts.csv"
+    n = 2_000
+    scores = ["n/a" if i % 250 == 7 else str(i) for i in range(n)]
+    pl.DataFrame({"email": [f"u{i}@example.com" for i in range(n)], "score": scores}).write_csv(data)
+    options = ["--db", "1", *queues.args(), "--type", "score:int"]
+    with emulator(queues, "--error", "0.05", "--seed", "3"):
+        night = run_cli("run", data, *options)
+    assert night.returncode == 1, night.stderr
+    counts = status_counts(assert_every_row_accounted(n, tmp_path / "contacts.results.csv"))
+    assert counts["rejected"] == 8 and counts["error"] > 0, counts
+
+    failed = tmp_path / "failed.csv"
+    report = run_cli("report", tmp_path / "contacts.results.csv", "--failed", failed)
+    assert report.returncode == 1, report.stderr
+    rows = pl.read_csv(failed, infer_schema=False)
+    assert rows.height == counts["rejected"] + counts["error"]
+    assert rows.filter(pl.col("bulk_import_status") == "rejected")["score"].unique().to_list() == ["n/a"]
+    failed.write_text(failed.read_text().replace(",n/a,", ",7,"))
+
+    with emulator(queues):
+        again = run_cli("run", failed, *options)
+    assert again.returncode == 0, again.stderr
+    assert status_counts(assert_every_row_accounted(rows.height, tmp_path / "failed.results.csv")) == {
+        "ok": rows.height
+    }

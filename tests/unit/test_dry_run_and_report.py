@@ -70,7 +70,8 @@ def results_file(path: Path, statuses: list[str]) -> None:
 
 
 def test_report_counts_problems_writes_the_failed_rows_and_exits_as_the_run(tmp_path: Path) -> None:
-    results, failed = tmp_path / "r.csv", tmp_path / "failed.csv"
+    results, failed = tmp_path / "c.results.csv", tmp_path / "failed.csv"
+    (tmp_path / "c.csv").write_text("email,n\n" + "".join(f"u{i}@x.y,{i}\n" for i in range(6)))
     results_file(results, ["ok", "error", "ok", "error", "rejected", "no_reply"])
     got = CliRunner().invoke(cli, ["report", str(results), "--failed", str(failed)])
     assert got.exit_code == 4, got.output
@@ -79,8 +80,8 @@ def test_report_counts_problems_writes_the_failed_rows_and_exits_as_the_run(tmp_
     assert "  ok                     2" in lines
     problems = lines[lines.index("not ok, commonest first (rows, status, error, text):") + 1 :]
     assert problems[0].split() == ["2", "error", "102", "not", "found"]
-    assert "4 rows not ok written to" in got.output
-    assert pl.read_csv(failed)["row"].to_list() == [1, 3, 4, 5]
+    assert f"4 rows not ok written to {failed}, from {tmp_path / 'c.csv'}" in got.output
+    assert pl.read_csv(failed)["bulk_import_row"].to_list() == [1, 3, 4, 5]
 
 
 def test_report_of_a_clean_run_exits_0_and_refuses_other_files(tmp_path: Path) -> None:
