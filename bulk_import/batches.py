@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 
 import polars as pl
 
 from .config import RESERVED_PREFIX, ImportOptions
+from .duplicates import Duplicates
 from .messages import ROW, Batch, build_batch
 from .reader import Source, ahead
 
@@ -33,6 +34,17 @@ def left_out(renamed: list[str], options: ImportOptions) -> list[str]:
     ]
 
 
+def mapped_frames(
+    source: Source, options: ImportOptions, start_row: int = 0, pool: Executor | None = None
+) -> Iterator[pl.DataFrame]:
+    """The file's frames from ``start_row`` on as the messages see them (renamed, columns left out)."""
+    frames: Iterator[pl.DataFrame] = source.batches(start_row, pool)
+    dropped = left_out([options.rename.get(c, c) for c in source.columns], options)
+    if options.rename or dropped:
+        frames = (f.rename(dict(options.rename)).drop(dropped) for f in frames)
+    return frames
+
+
 def built_batches(
     source: Source,
     options: ImportOptions,
@@ -41,8 +53,10 @@ def built_batches(
     *,
     lookahead: int | None = None,
     build: Callable[[pl.DataFrame, ImportOptions, str], Batch] = build_batch,
+    skipped: Duplicates | None = None,
 ) -> Generator[Batch, None, None]:
     """Every batch from ``start_row`` on, in file order; only the shard's rows with ``options.shard``.
+    The ``skipped`` rows are in them, marked, and are not sent.
 
     ``lookahead`` batches are built before they are asked for (default: one per core, for a caller
     that takes them as fast as they come). Each holds its messages in memory: a caller that sends
@@ -51,10 +65,9 @@ def built_batches(
     workers = max(2, os.cpu_count() or 1)
     depth = workers if lookahead is None else lookahead
     with ThreadPoolExecutor(workers, thread_name_prefix="build") as pool:
-        frames: Iterator[pl.DataFrame] = source.batches(start_row, pool)
-        dropped = left_out([options.rename.get(c, c) for c in source.columns], options)
-        if options.rename or dropped:
-            frames = (f.rename(dict(options.rename)).drop(dropped) for f in frames)
+        frames = mapped_frames(source, options, start_row, pool)
+        if skipped is not None and not skipped.skipped.is_empty():
+            frames = (skipped.marked(f) for f in frames)
         if options.shard is not None:
             k, n = options.shard
             frames = (f for f in (f.filter(pl.col(ROW) % n == k) for f in frames) if f.height)

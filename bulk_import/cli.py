@@ -31,6 +31,7 @@ from .config import (
     DEFAULT_RESULT_QUEUE,
     DEFAULT_RESULT_TTL_S,
     MATCHINGS,
+    ON_DUPLICATE_KEY,
     PASSWORD_FILE_ENV,
     BrokerSettings,
     ImportOptions,
@@ -388,6 +389,14 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option(
     "--exclude", multiple=True, metavar="COLUMN", help="Leave COLUMN out of the messages. Repeatable."
 )
+@click.option(
+    "--on-duplicate-key",
+    type=click.Choice(ON_DUPLICATE_KEY),
+    default="last",
+    show_default=True,
+    help="Rows with one key (compared as the platform does): send the file's last or first of them "
+    "(the others are skipped_duplicate), all of them (the platform keeps any), or fail before sending.",
+)
 @amqp_options
 @run_options
 @click.option(
@@ -471,8 +480,8 @@ def run(
     of rows through api_req.
 
     Every row ends with one status in the results file: ok, error (the platform's code and text),
-    rejected (never sent: no valid key), not_sent (the run stopped first), not_confirmed (the broker
-    did not take it) or no_reply.
+    rejected (never sent: no valid key, a bad cell), skipped_duplicate (another row of its key was
+    sent), not_sent (the run stopped first), not_confirmed (the broker did not take it) or no_reply.
     """
     _setup_logging(verbose, quiet)
     out = SummaryFile.start(None if dry_run else summary_path, file, options.get("db_id"))
@@ -523,8 +532,8 @@ def _dry_run(file: Path, options: ImportOptions, summary_path: Path | None) -> N
     checked = dry_run_file(file, options)
     rejected = sum(checked.rejected.values())
     click.echo(
-        f"dry run, nothing sent: {checked.rows} rows, {checked.valid} would be sent, {rejected} rejected "
-        f"({checked.elapsed_s:.1f}s)",
+        f"dry run, nothing sent: {checked.rows} rows, {checked.valid} would be sent, {rejected} rejected, "
+        f"{checked.skipped_duplicates} skipped as duplicate keys ({checked.elapsed_s:.1f}s)",
         err=True,
     )
     for reason, n in checked.rejected.most_common():

@@ -25,6 +25,9 @@ DEFAULT_API_RESULT_QUEUE = "api_resp"
 API_TOKEN_ENV = "BULK_IMPORT_API_TOKEN"
 #: The platform's default ``RABBITMQ_X_MESSAGE_TTL``: a reply nobody reads is gone after a day.
 DEFAULT_RESULT_TTL_S = 86_400
+OnDuplicateKey = Literal["last", "first", "all", "fail"]
+#: What ``--on-duplicate-key`` takes: which of a key's rows is sent (see :mod:`.duplicates`).
+ON_DUPLICATE_KEY: tuple[OnDuplicateKey, ...] = ("last", "first", "all", "fail")
 #: Columns so named are the tool's own (``report --failed`` writes them): ``run`` never sends them.
 RESERVED_PREFIX = "bulk_import_"
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
@@ -195,6 +198,9 @@ class ImportOptions:
     #: Refuse the file before anything is sent when a cell does not convert to its ``--type``
     #: (otherwise its row alone is ``rejected``).
     strict: bool = False
+    #: Rows with one key: the file's ``last`` (or ``first``) is sent and the others skipped, ``all``
+    #: are sent, or the file is refused (``fail``).
+    on_duplicate_key: OnDuplicateKey = "last"
     #: The API token every ``api_req`` body carries; never printed.
     api_token: str | None = field(default=None, repr=False)
 
@@ -227,6 +233,8 @@ class ImportOptions:
             raise InputError("--batch-size must be between 1 and 10,000 (the platform's recommended most)")
         if self.via != "api" and (self.mode != "import" or self.detect_geo):
             raise InputError("--mode and --detect-geo apply to --via api")
+        if self.on_duplicate_key not in ON_DUPLICATE_KEY:
+            raise InputError(f"--on-duplicate-key takes {', '.join(ON_DUPLICATE_KEY)}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise InputError(f"shard {self.shard} is not k of n with 0 <= k < n")
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import orjson
 
-from .batches import built_batches, mapped_columns
+from .batches import built_batches, mapped_columns, mapped_frames
 from .config import BrokerSettings, ImportOptions
+from .duplicates import find_duplicates
 from .errors import EXIT_OK, EXIT_ROWS_FAILED
 from .messages import data_columns
 from .pipeline import open_checked
@@ -34,6 +36,8 @@ class DryRun:
     rejected: Counter[str] = field(default_factory=Counter)
     #: The first rejected rows, ``(row, reason)``.
     examples: list[tuple[int, str]] = field(default_factory=list)
+    #: Rows another row of their key would be sent for (``--on-duplicate-key``).
+    skipped_duplicates: int = 0
     #: The columns that go into each message's ``data``.
     data_fields: list[str] = field(default_factory=list)
     first_message: bytes | None = None
@@ -51,6 +55,7 @@ class DryRun:
             "rejected": sum(self.rejected.values()),
             "reasons": dict(self.rejected.most_common()),
             "examples": [{"row": row, "reason": reason} for row, reason in self.examples],
+            "skipped_duplicates": self.skipped_duplicates,
             "data_fields": self.data_fields,
             "first_message": orjson.loads(self.first_message) if self.first_message else None,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -73,8 +78,10 @@ def dry_run(path: Path, options: ImportOptions) -> DryRun:
     started = time.monotonic()
     source = open_checked(path, options)
     report = DryRun(data_fields=data_columns(mapped_columns(source.columns, options), options))
-    for batch in built_batches(source, options, "dryrun"):
+    duplicates = find_duplicates(path, options, partial(mapped_frames, source, options))
+    for batch in built_batches(source, options, "dryrun", skipped=duplicates):
         report.rows += batch.size
+        report.skipped_duplicates += len(batch.skipped_rows)
         report.valid += len(batch.bodies)
         report.rejected.update(batch.rejected_reasons)
         room = EXAMPLES - len(report.examples)

@@ -335,6 +335,9 @@ _OPTION_NAMES = {
     "via": "--via",
     "mode": "--mode",
     "detect_geo": "--detect-geo",
+    "encoding": "--encoding",
+    "null_values": "--null-value",
+    "on_duplicate_key": "--on-duplicate-key",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -21,6 +21,8 @@ from .config import ImportOptions
 ROW: Final = "__row"
 #: Why a row's cells do not convert to their ``--type`` (null when they do): the reader's word.
 CELL_ERROR: Final = "__cell_error"
+#: Beside a row another of its key is sent for: that row's number (see :mod:`.duplicates`).
+DUPLICATE_OF: Final = "__duplicate_of"
 _KEY: Final = "__key"
 _REASON: Final = "__reason"
 _FEEDBACK: Final = "__feedback_id"
@@ -80,6 +82,8 @@ class Batch:
     rejected_reasons: list[str]
     #: Every row of the slice with its matching key as text, for the results file.
     keys: pl.DataFrame
+    #: Rows not sent because another row of their key is (their reason says which).
+    skipped_rows: list[int] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -268,6 +272,24 @@ def _key_source(schema: pl.Schema, options: ImportOptions) -> str:
     return _KEY
 
 
+def sendable_keys(frame: pl.DataFrame, options: ImportOptions) -> pl.DataFrame:
+    """``row, key`` of the rows that can be sent, the key as the platform compares it.
+
+    The key is the one :func:`build_batch` sends (trimmed; a phone cleaned), an email lowercased:
+    two rows with equal keys here are one profile to the platform.
+    """
+    dtype = frame.get_column(options.key).dtype
+    refused = CELL_ERROR in frame.columns
+    keyed = frame.select(ROW, options.key, *([CELL_ERROR] if refused else [])).with_columns(
+        _key_text(options, dtype).alias(_KEY)
+    )
+    sendable = _reject_reason(pl.col(_KEY), options, dtype).is_null()
+    if refused:
+        sendable = sendable & pl.col(CELL_ERROR).is_null()
+    key = pl.col(_KEY).str.to_lowercase() if options.matching == "email" else pl.col(_KEY)
+    return keyed.filter(sendable).select(pl.col(ROW).alias("row"), key.alias("key"))
+
+
 def envelope(options: ImportOptions) -> dict[str, object]:
     """The fields every message of a run shares, in the order they are sent."""
     head: dict[str, object] = {"account_id": options.account_id, "db_id": options.db_id}
@@ -290,7 +312,7 @@ def envelope_prefix(options: ImportOptions) -> str:
 
 def data_columns(columns: Sequence[str], options: ImportOptions) -> list[str]:
     """The columns that go into ``data``; the key travels on its own, except a custom field's."""
-    skip = {ROW, _KEY, _REASON, _FEEDBACK, CELL_ERROR}
+    skip = {ROW, _KEY, _REASON, _FEEDBACK, CELL_ERROR, DUPLICATE_OF}
     if options.matching != "custom":
         skip.add(options.key)
     return [name for name in columns if name not in skip]
@@ -488,12 +510,24 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     """
     dtype = frame.get_column(options.key).dtype
     refused = [CELL_ERROR] if CELL_ERROR in frame.columns else []
-    keyed = frame.select(ROW, options.key, *refused).with_columns(_key_text(options, dtype).alias(_KEY))
+    duplicate = [DUPLICATE_OF] if DUPLICATE_OF in frame.columns else []
+    keyed = frame.select(ROW, options.key, *refused, *duplicate).with_columns(
+        _key_text(options, dtype).alias(_KEY)
+    )
     reason = _reject_reason(pl.col(_KEY), options, dtype)
-    keyed = keyed.with_columns((pl.coalesce(reason, CELL_ERROR) if refused else reason).alias(_REASON))
+    if refused:
+        reason = pl.coalesce(reason, CELL_ERROR)
+    skipped: list[int] = []
+    if duplicate:
+        kept = pl.col(DUPLICATE_OF)
+        skipped = keyed.filter(kept.is_not_null())[ROW].to_list()
+        sent_instead = pl.concat_str(pl.lit("duplicate key: row "), kept.cast(pl.String), pl.lit(" is sent"))
+        reason = pl.when(kept.is_not_null()).then(sent_instead).otherwise(reason)
+    keyed = keyed.with_columns(reason.alias(_REASON))
     keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))
-    bad = keys.filter(pl.col("reason").is_not_null())
-    if not bad.is_empty():
+    left_out = keys.filter(pl.col("reason").is_not_null())
+    bad = left_out.filter(~pl.col("row").is_in(skipped)) if skipped else left_out
+    if not left_out.is_empty():
         sendable = keyed.get_column(_REASON).is_null()
         frame, keyed = frame.filter(sendable), keyed.filter(sendable)
     added = [pl.col(_KEY), (pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK)]
@@ -516,6 +550,7 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
         rejected_rows=bad["row"].to_list(),
         rejected_reasons=bad["reason"].to_list(),
         keys=keys,
+        skipped_rows=skipped,
     )
 
 

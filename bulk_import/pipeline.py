@@ -23,10 +23,11 @@ import aiormq
 import orjson
 
 from . import broker
-from .batches import built_batches
+from .batches import built_batches, mapped_frames
 from .config import BrokerSettings, ImportOptions
 from .consumer import ReplyConsumer
 from .delivery import Tap
+from .duplicates import Duplicates, find_duplicates
 from .errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -245,6 +246,8 @@ class Run:
         self.ledger = Ledger()
         self.clock = _Clock()
         self.rows_read = 0
+        #: Rows not sent because another row of their key is (``--on-duplicate-key``).
+        self.duplicates = Duplicates.none()
         self.journal: Journal | None = None
         self.consumer: ReplyConsumer | RelayedReplies | None = None
         self.publisher: Publisher | None = None
@@ -287,6 +290,7 @@ class Run:
             "via": o.via,
             "mode": o.mode,
             "detect_geo": o.detect_geo,
+            "on_duplicate_key": o.on_duplicate_key,
         }
 
     async def execute(self) -> ImportSummary:
@@ -300,11 +304,34 @@ class Run:
         )
         with held:
             Journal.check(path, resume=o.resume)
+            self.duplicates = await asyncio.get_running_loop().run_in_executor(None, self._find_duplicates)
             try:
                 await self.session.open()
                 return await self._run()
             finally:
                 await self.session.close()
+
+    def _find_duplicates(self) -> Duplicates:
+        """Read the whole file for keys on more than one row, before anything is sent."""
+        return find_duplicates(
+            self.source.path, self.options, partial(mapped_frames, self.source, self.options)
+        )
+
+    def _skip_duplicates(self) -> None:
+        rows = self.duplicates.rows
+        if self.options.shard is not None:
+            k, n = self.options.shard
+            rows = rows.filter(rows % n == k)
+        self.ledger.skip(rows.to_list())
+        if len(rows):
+            which = self.options.on_duplicate_key
+            log.info(
+                "%d rows have a key a %s row of the file has: only that row is sent, they are "
+                "skipped_duplicate (--on-duplicate-key %s)",
+                len(rows),
+                "later" if which == "last" else "earlier",
+                which,
+            )
 
     async def _run(self) -> ImportSummary:
         path = journal_dir(self.results_path)
@@ -315,6 +342,7 @@ class Run:
         self.ledger.sent_before = journal.sent_before
         try:
             self._restore(journal)
+            self._skip_duplicates()
             if self.options.resume:
                 self._warn_if_expired(journal)
             expand = self.protocol.expand
@@ -467,7 +495,7 @@ class Run:
                     total_rows=total_rows,
                     sent=ledger.awaiting + ledger.answered,
                     confirmed=publisher.confirmed,
-                    answered=ledger.answered + ledger.rejected,
+                    answered=ledger.answered + ledger.rejected + ledger.skipped,
                     elapsed_s=time.monotonic() - self.clock.started,
                 )
             )
@@ -563,7 +591,9 @@ class Run:
             )
 
         # The next batch is prepared while this one is sent: building more ahead only holds memory.
-        batches = built_batches(self.source, self.options, run_id, lookahead=0, build=protocol.build)
+        batches = built_batches(
+            self.source, self.options, run_id, lookahead=0, build=protocol.build, skipped=self.duplicates
+        )
         loop = asyncio.get_running_loop()
         ahead = loop.run_in_executor(None, prepare, batches)
         try:
@@ -685,7 +715,12 @@ class Run:
     def _record_remaining_keys(self) -> None:
         assert self.journal is not None
         rest = built_batches(
-            self.source, self.options, self.journal.run_id, self.rows_read, build=self.protocol.build
+            self.source,
+            self.options,
+            self.journal.run_id,
+            self.rows_read,
+            build=self.protocol.build,
+            skipped=self.duplicates,
         )
         for batch in rest:
             self.journal.record_keys(batch.first_row, batch.keys)

@@ -4,7 +4,8 @@
 
     pending ──sent──▶ sent ──confirmed──▶ confirmed ──reply──▶ answered
        │                │  └──nacked (retries spent)──▶ failed
-       └──rejected      └──reply (before its confirm)──▶ answered
+       ├──rejected      └──reply (before its confirm)──▶ answered
+       └──skipped (another row of its key is sent)
 
 A row's final status follows from its state (:func:`final_status`); the reply's details are in the
 journal. The state array costs one byte per row, so ten million rows need 10 MB. A reply is taken
@@ -18,10 +19,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-Status = Literal["ok", "error", "rejected", "not_sent", "not_confirmed", "no_reply"]
-STATUSES: Final[tuple[Status, ...]] = ("ok", "error", "rejected", "not_sent", "not_confirmed", "no_reply")
+Status = Literal["ok", "error", "rejected", "skipped_duplicate", "not_sent", "not_confirmed", "no_reply"]
+STATUSES: Final[tuple[Status, ...]] = (
+    "ok",
+    "error",
+    "rejected",
+    "skipped_duplicate",
+    "not_sent",
+    "not_confirmed",
+    "no_reply",
+)
 #: Statuses of rows that never went out: never counted in a rate.
-UNSENT: Final[tuple[Status, ...]] = ("rejected", "not_sent")
+UNSENT: Final[tuple[Status, ...]] = ("rejected", "skipped_duplicate", "not_sent")
 
 PENDING: Final = 0
 REJECTED: Final = 1
@@ -29,6 +38,7 @@ SENT: Final = 2
 CONFIRMED: Final = 3
 FAILED: Final = 4
 ANSWERED: Final = 5
+SKIPPED: Final = 6
 
 #: The final status of every state but ``answered``, whose status is the reply's.
 UNANSWERED_STATUS: Final[dict[int, Status]] = {
@@ -37,6 +47,7 @@ UNANSWERED_STATUS: Final[dict[int, Status]] = {
     SENT: "not_confirmed",
     CONFIRMED: "no_reply",
     FAILED: "not_confirmed",
+    SKIPPED: "skipped_duplicate",
 }
 
 
@@ -70,6 +81,8 @@ class Ledger:
     awaiting: int = 0
     answered: int = 0
     rejected: int = 0
+    #: Rows left out because another row of the file has their key.
+    skipped: int = 0
     duplicates: int = 0
     #: Replies carrying this run's id for a row that was never sent.
     unexpected: int = 0
@@ -92,6 +105,13 @@ class Ledger:
             if self.state[row] == PENDING:
                 self.state[row] = REJECTED
                 self.rejected += 1
+
+    def skip(self, rows: Iterable[int]) -> None:
+        for row in rows:
+            self._grow(row)
+            if self.state[row] == PENDING:
+                self.state[row] = SKIPPED
+                self.skipped += 1
 
     def send(self, rows: Sequence[int]) -> None:
         state = self.state
@@ -129,7 +149,7 @@ class Ledger:
         if current == ANSWERED:
             self.duplicates += 1
             return False
-        if current == REJECTED or (current == PENDING and not 0 <= row < self.sent_before):
+        if current in (REJECTED, SKIPPED) or (current == PENDING and not 0 <= row < self.sent_before):
             self.unexpected += 1
             if self.first_unexpected is None:
                 self.first_unexpected = row

@@ -22,7 +22,7 @@ import polars as pl
 from .errors import InputError, LocalError
 from .journal import REPLY_SCHEMA, Journal, cannot_write
 from .protocols import CALL_COLUMNS, IMPORT_COLUMNS
-from .reconcile import ANSWERED, STATUSES, UNANSWERED_STATUS, Ledger
+from .reconcile import ANSWERED, REJECTED, SKIPPED, STATUSES, UNANSWERED_STATUS, Ledger
 
 #: The columns of an import's results file.
 COLUMNS = IMPORT_COLUMNS
@@ -39,6 +39,8 @@ def default_results_path(input_path: Path) -> Path:
 
 #: Rows of the results file built at once: what writing it holds in memory, whatever the run's size.
 RANGE_ROWS = 1 << 15
+#: States of rows that never went out: they have no feedback id.
+NEVER_SENT = (REJECTED, SKIPPED)
 _KEYS_SCHEMA = pl.Schema({"row": pl.Int64(), "key": pl.String(), "reason": pl.String()})
 
 
@@ -112,7 +114,7 @@ def _range_frame(
         .join(replies.unique("row", keep="first"), on="row", how="left")
         .with_columns(
             # An API request's id names the rows it carried; a database_import reply's, its row.
-            feedback_id=pl.when(pl.col("state") != 1).then(
+            feedback_id=pl.when(~pl.col("state").is_in(NEVER_SENT)).then(
                 pl.coalesce("request_id", pl.lit(f"{run_id}-") + pl.col("row").cast(pl.String))
             ),
             status=pl.when(answered)

@@ -190,3 +190,33 @@ def test_the_morning_after_the_failed_rows_go_back_in_as_they_were(queues: Queue
     assert status_counts(assert_every_row_accounted(rows.height, tmp_path / "failed.results.csv")) == {
         "ok": rows.height
     }
+
+
+def test_rows_with_one_key_send_the_last_and_skip_the_rest(queues: Queues, tmp_path: Path) -> None:
+    """Keys equal as the platform compares them: the last row is sent, the others say which was."""
+    data = tmp_path / "dupes.csv"
+    emails = ["a@example.com", "b@example.com", " A@Example.com", "c@example.com", "a@example.com "]
+    pl.DataFrame({"email": emails, "city": ["Oslo", "Rome", "Nice", "Bern", "Kyiv"]}).write_csv(data)
+    with emulator(queues):
+        last = run_cli("run", data, "--db", "1", *queues.args())
+        every = run_cli(
+            "run",
+            data,
+            "--db",
+            "1",
+            *queues.args(),
+            "--on-duplicate-key",
+            "all",
+            "--results",
+            tmp_path / "all.csv",
+        )
+    assert last.returncode == 0, last.stderr
+    assert "2 rows have a key a later row of the file has" in last.stderr
+    frame = assert_every_row_accounted(5, tmp_path / "dupes.results.csv")
+    assert frame["status"].to_list() == ["skipped_duplicate", "ok", "skipped_duplicate", "ok", "ok"]
+    assert frame["error_text"][0] == frame["error_text"][2] == "duplicate key: row 4 is sent"
+    assert frame["key"][0] == "a@example.com" and frame["feedback_id"][0] is None
+    assert every.returncode == 0, every.stderr
+    sent = assert_every_row_accounted(5, tmp_path / "all.csv")
+    assert status_counts(sent) == {"ok": 5}
+    assert sent["profile_id"][0] == sent["profile_id"][2] == sent["profile_id"][4] == frame["profile_id"][4]

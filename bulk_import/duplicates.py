@@ -1,0 +1,121 @@
+"""Rows whose key another row of the file has: found before anything is sent.
+
+The platform applies the messages of a run in any order, so two rows for one profile leave either
+of them behind. ``--on-duplicate-key`` chooses: ``last`` (the default) sends the file's last row of
+each key, ``first`` its first, ``all`` sends every row, ``fail`` refuses the file. The rows not sent
+are ``skipped_duplicate``, naming the row that was.
+
+Keys are compared as the platform compares them (:func:`.messages.sendable_keys`). Memory stays
+small whatever the file: a first pass keeps a 32-bit hash per row (40 MB for ten million) and
+finds the hashes seen twice; a second pass, only when there are some, keeps the keys of those rows
+alone and groups them exactly, so a hash shared by two keys never skips a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from .config import ImportOptions
+from .errors import InputError
+from .messages import DUPLICATE_OF, ROW, sendable_keys
+
+#: ``row, kept, key``: each row not sent, the row sent for its key, and the key.
+SKIPPED_SCHEMA = pl.Schema({"row": pl.Int64(), "kept": pl.Int64(), "key": pl.String()})
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """The rows a run skips, sorted by row, with the row kept for each."""
+
+    skipped: pl.DataFrame
+
+    @classmethod
+    def none(cls) -> Duplicates:
+        return cls(pl.DataFrame(schema=SKIPPED_SCHEMA))
+
+    @property
+    def rows(self) -> pl.Series:
+        return self.skipped["row"]
+
+    def marked(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with the kept row beside each skipped one in :data:`DUPLICATE_OF`, when it has any.
+
+        A frame's rows are consecutive, so only the skipped rows in its span are looked at.
+        """
+        if self.skipped.is_empty() or frame.is_empty():
+            return frame
+        rows = self.rows
+        lo = rows.search_sorted(frame[ROW][0], "left")
+        hi = rows.search_sorted(frame[ROW][-1], "right")
+        if hi == lo:
+            return frame
+        part = self.skipped.slice(lo, hi - lo).select(
+            pl.col("row").alias(ROW), pl.col("kept").alias(DUPLICATE_OF)
+        )
+        return frame.join(part, on=ROW, how="left", maintain_order="left")
+
+
+def find_duplicates(
+    path: Path, options: ImportOptions, frames: Callable[[], Iterator[pl.DataFrame]]
+) -> Duplicates:
+    """The rows ``options.on_duplicate_key`` leaves out; an :class:`InputError` under ``fail``.
+
+    ``frames()`` reads the whole file from its first row, renamed as the run sends it; it is called
+    twice at most.
+    """
+    policy = options.on_duplicate_key
+    if policy == "all" or options.via == "calls":
+        return Duplicates.none()
+    seen = _hashes_seen_twice(_hashes(frame, options)["hash"] for frame in _readable(frames()))
+    if seen.is_empty():
+        return Duplicates.none()
+    hashed = (_hashes(frame, options) for frame in _readable(frames()))
+    candidates = (h.filter(pl.col("hash").is_in(seen.implode())) for h in hashed)
+    groups = (
+        pl.concat(candidates)
+        .group_by("key", maintain_order=True)
+        .agg(pl.col("row").sort())
+        .filter(pl.col("row").list.len() > 1)
+        .sort(pl.col("row").list.first())
+    )
+    if groups.is_empty():
+        return Duplicates.none()
+    if policy == "fail":
+        key, rows = groups.row(0)
+        raise InputError(
+            f"{path}: rows {rows[0]} and {rows[1]} have the same key {key!r} ({groups.height} keys are "
+            "on more than one row); --on-duplicate-key last, first or all chooses what is sent"
+        )
+    kept = pl.col("row").list.last() if policy == "last" else pl.col("row").list.first()
+    skipped = (
+        groups.with_columns(kept.alias("kept"))
+        .explode("row")
+        .filter(pl.col("row") != pl.col("kept"))
+        .select("row", "kept", "key")
+        .sort("row")
+    )
+    return Duplicates(skipped)
+
+
+def _readable(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The frames up to a record that cannot be read: the run sends the rows before it, then says why."""
+    with contextlib.suppress(InputError):
+        yield from frames
+
+
+def _hashes(frame: pl.DataFrame, options: ImportOptions) -> pl.DataFrame:
+    """``row, key, hash`` of the rows that can be sent: the key's hash cut to 32 bits."""
+    return sendable_keys(frame, options).with_columns(
+        (pl.col("key").hash() & 0xFFFFFFFF).cast(pl.UInt32).alias("hash")
+    )
+
+
+def _hashes_seen_twice(parts: Iterator[pl.Series]) -> pl.Series:
+    """The hashes that more than one row has, found by sorting them (no hash table of every key)."""
+    hashes = pl.concat([*parts, pl.Series("hash", [], pl.UInt32)], rechunk=True).sort()
+    return hashes.filter(hashes == hashes.shift(1)).unique()
