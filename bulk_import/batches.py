@@ -45,6 +45,14 @@ def mapped_frames(
     return frames
 
 
+def key_frames(source: Source, options: ImportOptions) -> Iterator[pl.DataFrame]:
+    """The whole file's frames with the key column (renamed), and the typed columns of a CSV (a
+    cell that does not convert keeps its row from being sent), read alone."""
+    wanted = [c for c in source.columns if options.rename.get(c, c) == options.key or c in source.types]
+    frames = source.batches(columns=wanted)
+    return (f.rename(dict(options.rename), strict=False) for f in frames) if options.rename else frames
+
+
 def built_batches(
     source: Source,
     options: ImportOptions,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from .batches import built_batches, mapped_columns, mapped_frames
+from .batches import built_batches, key_frames, mapped_columns
 from .config import BrokerSettings, ImportOptions
 from .duplicates import find_duplicates
 from .errors import EXIT_OK, EXIT_ROWS_FAILED
@@ -78,7 +78,7 @@ def dry_run(path: Path, options: ImportOptions) -> DryRun:
     started = time.monotonic()
     source = open_checked(path, options)
     report = DryRun(data_fields=data_columns(mapped_columns(source.columns, options), options))
-    duplicates = find_duplicates(path, options, partial(mapped_frames, source, options))
+    duplicates = find_duplicates(path, options, partial(key_frames, source, options))
     for batch in built_batches(source, options, "dryrun", skipped=duplicates):
         report.rows += batch.size
         report.skipped_duplicates += len(batch.skipped_rows)

@@ -5,7 +5,7 @@ of them behind. ``--on-duplicate-key`` chooses: ``last`` (the default) sends the
 each key, ``first`` its first, ``all`` sends every row, ``fail`` refuses the file. The rows not sent
 are ``skipped_duplicate``, naming the row that was.
 
-Keys are compared as the platform compares them (:func:`.messages.sendable_keys`). Memory stays
+Keys are compared as the platform compares them (:func:`.messages.comparable_keys`). Memory stays
 small whatever the file: a first pass keeps a 32-bit hash per row (40 MB for ten million) and
 finds the hashes seen twice; a second pass, only when there are some, keeps the keys of those rows
 alone and groups them exactly, so a hash shared by two keys never skips a row.
@@ -22,7 +22,7 @@ import polars as pl
 
 from .config import ImportOptions
 from .errors import InputError
-from .messages import DUPLICATE_OF, ROW, sendable_keys
+from .messages import DUPLICATE_OF, ROW, comparable_keys
 
 #: ``row, kept, key``: each row not sent, the row sent for its key, and the key.
 SKIPPED_SCHEMA = pl.Schema({"row": pl.Int64(), "kept": pl.Int64(), "key": pl.String()})
@@ -71,11 +71,13 @@ def find_duplicates(
     policy = options.on_duplicate_key
     if policy == "all" or options.via == "calls":
         return Duplicates.none()
-    seen = _hashes_seen_twice(_hashes(frame, options)["hash"] for frame in _readable(frames()))
+    seen = _hashes_seen_twice(_hashes(frame, options) for frame in _readable(frames()))
     if seen.is_empty():
         return Duplicates.none()
-    hashed = (_hashes(frame, options) for frame in _readable(frames()))
-    candidates = (h.filter(pl.col("hash").is_in(seen.implode())) for h in hashed)
+    candidates = (
+        comparable_keys(frame.filter(_hashes(frame, options).is_in(seen.implode())), options)
+        for frame in _readable(frames())
+    )
     groups = (
         pl.concat(candidates)
         .group_by("key", maintain_order=True)
@@ -108,11 +110,11 @@ def _readable(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         yield from frames
 
 
-def _hashes(frame: pl.DataFrame, options: ImportOptions) -> pl.DataFrame:
-    """``row, key, hash`` of the rows that can be sent: the key's hash cut to 32 bits."""
-    return sendable_keys(frame, options).with_columns(
-        (pl.col("key").hash() & 0xFFFFFFFF).cast(pl.UInt32).alias("hash")
-    )
+def _hashes(frame: pl.DataFrame, options: ImportOptions) -> pl.Series:
+    """Each row's key, as compared, hashed and cut to 32 bits (rows are not checked: a row that
+    cannot be sent is let go in the second pass)."""
+    keys = comparable_keys(frame, options, sendable=False)["key"]
+    return (keys.hash() & 0xFFFFFFFF).cast(pl.UInt32).alias("hash")
 
 
 def _hashes_seen_twice(parts: Iterator[pl.Series]) -> pl.Series:

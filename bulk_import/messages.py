@@ -272,22 +272,23 @@ def _key_source(schema: pl.Schema, options: ImportOptions) -> str:
     return _KEY
 
 
-def sendable_keys(frame: pl.DataFrame, options: ImportOptions) -> pl.DataFrame:
-    """``row, key`` of the rows that can be sent, the key as the platform compares it.
+def comparable_keys(frame: pl.DataFrame, options: ImportOptions, *, sendable: bool = True) -> pl.DataFrame:
+    """``row, key`` with the key as the platform compares it; only the rows that can be sent,
+    unless ``sendable`` is False (then cheaper: no row is checked).
 
     The key is the one :func:`build_batch` sends (trimmed; a phone cleaned), an email lowercased:
     two rows with equal keys here are one profile to the platform.
     """
     dtype = frame.get_column(options.key).dtype
-    refused = CELL_ERROR in frame.columns
+    refused = sendable and CELL_ERROR in frame.columns
     keyed = frame.select(ROW, options.key, *([CELL_ERROR] if refused else [])).with_columns(
         _key_text(options, dtype).alias(_KEY)
     )
-    sendable = _reject_reason(pl.col(_KEY), options, dtype).is_null()
-    if refused:
-        sendable = sendable & pl.col(CELL_ERROR).is_null()
+    if sendable:
+        can = _reject_reason(pl.col(_KEY), options, dtype).is_null()
+        keyed = keyed.filter(can & pl.col(CELL_ERROR).is_null() if refused else can)
     key = pl.col(_KEY).str.to_lowercase() if options.matching == "email" else pl.col(_KEY)
-    return keyed.filter(sendable).select(pl.col(ROW).alias("row"), key.alias("key"))
+    return keyed.select(pl.col(ROW).alias("row"), key.alias("key"))
 
 
 def envelope(options: ImportOptions) -> dict[str, object]:

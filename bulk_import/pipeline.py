@@ -23,7 +23,7 @@ import aiormq
 import orjson
 
 from . import broker
-from .batches import built_batches, mapped_frames
+from .batches import built_batches, key_frames
 from .config import BrokerSettings, ImportOptions
 from .consumer import ReplyConsumer
 from .delivery import Tap
@@ -313,9 +313,7 @@ class Run:
 
     def _find_duplicates(self) -> Duplicates:
         """Read the whole file for keys on more than one row, before anything is sent."""
-        return find_duplicates(
-            self.source.path, self.options, partial(mapped_frames, self.source, self.options)
-        )
+        return find_duplicates(self.source.path, self.options, partial(key_frames, self.source, self.options))
 
     def _skip_duplicates(self) -> None:
         rows = self.duplicates.rows

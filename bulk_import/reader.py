@@ -166,30 +166,40 @@ class Source:
             _polars_call(self.path, lambda: pl.scan_parquet(self.path).select(pl.len()).collect().item())
         )
 
-    def batches(self, start_row: int = 0, pool: Executor | None = None) -> Iterator[pl.DataFrame]:
+    def batches(
+        self, start_row: int = 0, pool: Executor | None = None, columns: list[str] | None = None
+    ) -> Iterator[pl.DataFrame]:
         """Frames of consecutive rows with the row number in column ``__row``.
 
         With a ``pool`` the next frames are read by its threads while the caller works on this one.
+        Only ``columns`` are read when given (and one line's columns are not checked).
         """
         if self.file_format == "parquet":
-            yield from self._parquet_batches(start_row, pool)
+            yield from self._parquet_batches(start_row, pool, columns)
         elif self.file_format == "jsonl":
             yield from self._line_batches(start_row)
         else:
-            yield from self._csv_batches(start_row, pool)
+            yield from self._csv_batches(start_row, pool, columns)
 
-    def _parquet_batches(self, start_row: int, pool: Executor | None) -> Iterator[pl.DataFrame]:
+    def _parquet_batches(
+        self, start_row: int, pool: Executor | None, columns: list[str] | None
+    ) -> Iterator[pl.DataFrame]:
         scan = pl.scan_parquet(self.path)
+        if columns is not None:
+            scan = scan.select(columns)
         offsets = range(start_row, self.total_rows or 0, self.batch_rows)
         reads = (partial(_parquet_slice, self.path, scan, offset, self.batch_rows) for offset in offsets)
         yield from ahead(pool, reads, depth=1)
 
-    def _csv_batches(self, start_row: int, pool: Executor | None) -> Iterator[pl.DataFrame]:
+    def _csv_batches(
+        self, start_row: int, pool: Executor | None, columns: list[str] | None = None
+    ) -> Iterator[pl.DataFrame]:
         row = 0
         with open_text(self.path, self.encoding) as fh:
             header, rest = _read_header(fh, self.path)
             blocks = _csv_blocks(fh, self.path, rest)
-            parsed = ahead(pool, (partial(self._parse_csv, header + block) for block in blocks), depth=1)
+            parse = partial(self._parse_csv, columns=columns)
+            parsed = ahead(pool, (partial(parse, header + block) for block in blocks), depth=1)
             while True:
                 try:
                     frame = _polars_call(self.path, partial(next, parsed, None), f" near row {row}")
@@ -200,7 +210,7 @@ class Source:
                     raise InputError(f"{self.path}: cannot be read at {at}: {bad.reason}") from None
                 if frame is None:
                     return
-                if [c for c in frame.columns if c != CELL_ERROR] != self.columns:
+                if columns is None and [c for c in frame.columns if c != CELL_ERROR] != self.columns:
                     raise InputError(f"{self.path}: the columns changed inside the file near row {row}")
                 first, row = row, row + frame.height
                 if row <= start_row:
@@ -227,7 +237,7 @@ class Source:
                 frame = _numbered(texts.to_frame(), first)
                 yield frame.filter(pl.col(ROW) >= start_row) if first < start_row else frame
 
-    def _parse_csv(self, data: bytes) -> pl.DataFrame:
+    def _parse_csv(self, data: bytes, columns: list[str] | None = None) -> pl.DataFrame:
         """One block of records, its ``--type`` columns converted; a block polars refuses is a
         :class:`_BadRecord` (the caller knows the block's first row)."""
         try:
@@ -237,6 +247,7 @@ class Source:
                 separator=self.delimiter,
                 raise_if_empty=False,
                 null_values=list(self.null_values) or None,
+                columns=columns,
             )
         except pl.exceptions.PolarsError as exc:
             index = _bad_record(data, self.delimiter, len(self.columns))
@@ -245,7 +256,9 @@ class Source:
                 with contextlib.suppress(pl.exceptions.PolarsError):
                     head = data[: _record_end(data, index)]
                     before = converted(
-                        pl.read_csv(io.BytesIO(head), infer_schema=False, separator=self.delimiter),
+                        pl.read_csv(
+                            io.BytesIO(head), infer_schema=False, separator=self.delimiter, columns=columns
+                        ),
                         self.types,
                     )
             raise _BadRecord(index, _first_line(exc), before) from None

@@ -59,8 +59,8 @@ def test_a_shared_hash_never_skips_a_row(keys: list[str | None], size: int) -> N
     """Every key hashing alike: the second pass still groups by the key itself."""
     real = duplicates._hashes
 
-    def one_hash(frame: pl.DataFrame, options: ImportOptions) -> pl.DataFrame:
-        return real(frame, options).with_columns(pl.lit(7, pl.UInt32).alias("hash"))
+    def one_hash(frame: pl.DataFrame, options: ImportOptions) -> pl.Series:
+        return pl.Series("hash", [7] * len(real(frame, options)), pl.UInt32)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(duplicates, "_hashes", one_hash)
@@ -116,3 +116,15 @@ def test_dry_run_counts_them(tmp_path: Path) -> None:
     )
     assert failing.exit_code == 2
     assert "rows 0 and 2 have the same key 'a@x.y'" in failing.output
+
+
+def test_a_row_refused_for_a_cell_elsewhere_is_no_ones_duplicate(tmp_path: Path) -> None:
+    """The later row has a score that is not an int: it is rejected, so the earlier one is sent."""
+    data = tmp_path / "c.csv"
+    data.write_text("email,city,score\na@x.y,Oslo,1\nb@x.y,Rome,2\nA@x.y,Nice,n/a\n")
+    summary = tmp_path / "s.json"
+    args = ["run", str(data), "--db", "1", "--type", "score:int", "--dry-run", "--summary", str(summary)]
+    got = CliRunner().invoke(cli, args)
+    assert got.exit_code == 1, got.output
+    doc = orjson.loads(summary.read_bytes())
+    assert (doc["valid"], doc["rejected"], doc["skipped_duplicates"]) == (2, 1, 0)
