@@ -397,6 +397,27 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     help="Rows with one key (compared as the platform does): send the file's last or first of them "
     "(the others are skipped_duplicate), all of them (the platform keeps any), or fail before sending.",
 )
+@click.option(
+    "--retry-errors",
+    metavar="CODES",
+    callback=lambda _ctx, _param, value: _codes(value),
+    help="Error codes to send a row again for (comma-separated, e.g. 1,503: the platform's temporary "
+    "failures), once every reply is in; with --resume, rows an earlier attempt ended with them go again too.",
+)
+@click.option(
+    "--retry-attempts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Times a row is sent again for --retry-errors.",
+)
+@click.option(
+    "--retry-backoff",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds before the first retry; each next one waits twice as long.",
+)
 @amqp_options
 @run_options
 @click.option(
@@ -592,6 +613,16 @@ class SummaryFile:
         _fail(exc)
 
 
+def _codes(value: str | None) -> frozenset[int]:
+    """``--retry-errors 1,503``: the codes, or a usage error naming what is not one."""
+    if not value:
+        return frozenset()
+    try:
+        return frozenset(int(code) for code in value.replace(" ", "").split(",") if code)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of error codes") from None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -722,6 +753,12 @@ def sample(rows: int, path: Path, seed: int) -> None:
     default=0.0,
     help="Share of requests answered with a temporary error.",
 )
+@click.option(
+    "--error-times",
+    type=click.IntRange(min=0),
+    help="A request answered with --error fails this many times, then is served (sent again, it goes "
+    "through) [default: it always fails].",
+)
 @click.option("--delay", type=float, default=0.0, help="Seconds each reply is held back.")
 @click.option("--malformed", type=float, default=0.0, help="Share of replies sent malformed.")
 @click.option("--exit-after", type=int, help="Exit abruptly (code 75) after receiving this many requests.")
@@ -744,6 +781,7 @@ def emulate(
     drop: float,
     duplicate: float,
     error_share: float,
+    error_times: int | None,
     delay: float,
     malformed: float,
     exit_after: int | None,
@@ -768,6 +806,7 @@ def emulate(
             drop=drop,
             duplicate=duplicate,
             error=error_share,
+            error_times=error_times,
             delay=delay,
             malformed=malformed,
             exit_after=exit_after,

@@ -201,6 +201,13 @@ class ImportOptions:
     #: Rows with one key: the file's ``last`` (or ``first``) is sent and the others skipped, ``all``
     #: are sent, or the file is refused (``fail``).
     on_duplicate_key: OnDuplicateKey = "last"
+    #: Error codes worth sending a row again for (the platform's temporary failures): after every
+    #: reply is in, such rows go again, up to ``retry_attempts`` times, after a growing pause.
+    #: With ``resume``, rows an earlier attempt recorded with those codes go again too.
+    retry_errors: frozenset[int] = frozenset()
+    retry_attempts: int = 3
+    #: Seconds before the first retry; each further one waits twice as long.
+    retry_backoff: float = 5.0
     #: The API token every ``api_req`` body carries; never printed.
     api_token: str | None = field(default=None, repr=False)
 
@@ -233,6 +240,8 @@ class ImportOptions:
             raise InputError("--batch-size must be between 1 and 10,000 (the platform's recommended most)")
         if self.via != "api" and (self.mode != "import" or self.detect_geo):
             raise InputError("--mode and --detect-geo apply to --via api")
+        if self.retry_attempts < 0 or self.retry_backoff < 0:
+            raise InputError("--retry-attempts and --retry-backoff must be 0 or more")
         if self.on_duplicate_key not in ON_DUPLICATE_KEY:
             raise InputError(f"--on-duplicate-key takes {', '.join(ON_DUPLICATE_KEY)}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:

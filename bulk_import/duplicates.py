@@ -118,6 +118,13 @@ def _hashes(frame: pl.DataFrame, options: ImportOptions) -> pl.Series:
 
 
 def _hashes_seen_twice(parts: Iterator[pl.Series]) -> pl.Series:
-    """The hashes that more than one row has, found by sorting them (no hash table of every key)."""
+    """The hashes that more than one row has, found by sorting them (no hash table of every key).
+
+    At its peak it holds two copies of the hashes (8 bytes a row): the neighbours are compared as
+    two views of the sorted one.
+    """
     hashes = pl.concat([*parts, pl.Series("hash", [], pl.UInt32)], rechunk=True).sort()
-    return hashes.filter(hashes == hashes.shift(1)).unique()
+    if len(hashes) < 2:
+        return hashes.clear()
+    repeated = hashes.slice(1).filter(hashes.slice(1) == hashes.slice(0, len(hashes) - 1))
+    return repeated.unique()

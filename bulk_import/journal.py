@@ -218,6 +218,16 @@ class Journal:
         rows = [block["row"] for block in self.reply_blocks()]
         return pl.concat(rows) if rows else pl.Series("row", [], pl.Int64)
 
+    def rows_last_answered_with(self, codes: frozenset[int]) -> list[int]:
+        """Rows whose latest recorded reply carries one of the error ``codes``."""
+        if not codes:
+            return []
+        blocks = [block.select("row", "error") for block in self.reply_blocks()]
+        if not blocks:
+            return []
+        last = pl.concat(blocks).unique("row", keep="last", maintain_order=True)
+        return last.filter(pl.col("error").is_in(list(codes)))["row"].sort().to_list()
+
     def reply_blocks(self) -> Iterator[pl.DataFrame]:
         """The recorded replies, a block of the file at a time; a half-written last line is left out."""
         if not self.replies_path.exists():

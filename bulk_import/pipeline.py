@@ -87,6 +87,8 @@ class ImportSummary:
     foreign_deliveries: int = 0
     malformed_replies: int = 0
     reconnects: int = 0
+    #: Rows sent again because their reply's error was one of ``--retry-errors`` (each time counted).
+    retried: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -248,6 +250,11 @@ class Run:
         self.rows_read = 0
         #: Rows not sent because another row of their key is (``--on-duplicate-key``).
         self.duplicates = Duplicates.none()
+        #: Rows whose latest reply carries an error of ``--retry-errors``, and the rows a retry
+        #: round sends (None outside one: every row not answered goes).
+        self.retryable: set[int] = set()
+        self.resending: set[int] | None = None
+        self.retried = 0
         self.journal: Journal | None = None
         self.consumer: ReplyConsumer | RelayedReplies | None = None
         self.publisher: Publisher | None = None
@@ -315,6 +322,16 @@ class Run:
         """Read the whole file for keys on more than one row, before anything is sent."""
         return find_duplicates(self.source.path, self.options, partial(key_frames, self.source, self.options))
 
+    def _reopen_retryable(self, journal: Journal) -> None:
+        """Resumed with ``--retry-errors``: rows an earlier attempt ended with those codes go again."""
+        codes = self.options.retry_errors
+        if not (self.options.resume and codes):
+            return
+        reopened = self.ledger.reopen(journal.rows_last_answered_with(codes))
+        if reopened:
+            shown = ", ".join(map(str, sorted(codes)))
+            log.info("resuming: %d rows answered with error %s are sent again", reopened, shown)
+
     def _skip_duplicates(self) -> None:
         rows = self.duplicates.rows
         if self.options.shard is not None:
@@ -340,6 +357,7 @@ class Run:
         self.ledger.sent_before = journal.sent_before
         try:
             self._restore(journal)
+            self._reopen_retryable(journal)
             self._skip_duplicates()
             if self.options.resume:
                 self._warn_if_expired(journal)
@@ -470,6 +488,37 @@ class Run:
             assert publisher is not None
             await self._guarded(publisher.flush)
         await self._await_replies()
+        if self.unreadable is None:
+            await self._retry()
+
+    async def _retry(self) -> None:
+        """Send again, after a growing pause, the rows answered with an error of ``--retry-errors``."""
+        o = self.options
+        codes = ", ".join(map(str, sorted(o.retry_errors)))
+        for attempt in range(1, o.retry_attempts + 1):
+            if not self.retryable or self.stop.is_set() or self.failure or self.halted is not None:
+                return
+            pause = o.retry_backoff * 2 ** (attempt - 1)
+            log.info(
+                "%d rows were answered with error %s: sending them again in %.0fs (retry %d of %d)",
+                len(self.retryable),
+                codes,
+                pause,
+                attempt,
+                o.retry_attempts,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), pause)
+            if self.stop.is_set():
+                return
+            rows, self.retryable = self.retryable, set()
+            self.retried += self.ledger.reopen(sorted(rows))
+            self.resending = rows
+            try:
+                await self._publish_all()
+                await self._await_replies()
+            finally:
+                self.resending = None
 
     async def _cut_after_drain(self, work: asyncio.Future[None]) -> None:
         """Once stopped, give what is in flight ``--drain-timeout``, whatever the run is waiting on.
@@ -562,6 +611,11 @@ class Run:
         if fresh:
             self.journal.record_replies(fresh)
             self.replied.set()
+            if self.options.retry_errors:
+                codes, retryable = self.options.retry_errors, self.retryable
+                for row, reply in fresh:
+                    if reply.error in codes:
+                        retryable.add(row)
 
     async def _batches(self) -> AsyncIterator[_Prepared]:
         """Prepared batches, read and built in worker threads ahead of the caller."""
@@ -576,7 +630,10 @@ class Run:
                 return None
             journal.record_keys(batch.first_row, batch.keys)
             rows, bodies, ids = batch.rows, batch.bodies, batch.ids
-            if ledger.answered:
+            if (resending := self.resending) is not None:
+                keep = [i for i, r in enumerate(rows) if r in resending]
+                rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
+            elif ledger.answered:
                 keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
                 rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
             wire = publisher.wire
@@ -768,6 +825,7 @@ class Run:
             foreign_deliveries=consumer.strangers.deliveries if isinstance(consumer, ReplyConsumer) else 0,
             malformed_replies=consumer.counts.malformed if consumer else 0,
             reconnects=self.session.reconnects,
+            retried=self.retried,
         )
 
 

@@ -1,8 +1,8 @@
-"""What became of each row: a one-byte state per row that only moves forward.
+"""What became of each row: a one-byte state per row that only moves forward (but for a retry).
 
 ::
 
-    pending ──sent──▶ sent ──confirmed──▶ confirmed ──reply──▶ answered
+    pending ──sent──▶ sent ──confirmed──▶ confirmed ──reply──▶ answered (──retry──▶ pending)
        │                │  └──nacked (retries spent)──▶ failed
        ├──rejected      └──reply (before its confirm)──▶ answered
        └──skipped (another row of its key is sent)
@@ -112,6 +112,16 @@ class Ledger:
             if self.state[row] == PENDING:
                 self.state[row] = SKIPPED
                 self.skipped += 1
+
+    def reopen(self, rows: Iterable[int]) -> int:
+        """Answered rows to be sent again (their reply's error is worth a retry); how many."""
+        state, opened = self.state, 0
+        for row in rows:
+            if row < len(state) and state[row] == ANSWERED:
+                state[row] = PENDING
+                self.answered -= 1
+                opened += 1
+        return opened
 
     def send(self, rows: Sequence[int]) -> None:
         state = self.state

@@ -68,7 +68,7 @@ def write_run_results(
         for i, block in enumerate(journal.reply_blocks()):
             ranged = block.with_columns(_range=pl.col("row") // RANGE_ROWS)
             for (index,), part in ranged.partition_by("_range", as_dict=True).items():
-                part.drop("_range").write_parquet(spill / f"{index}-{i}.parquet")
+                part.drop("_range").write_parquet(spill / f"{index}-{i:08}.parquet")
         key_files = sorted(journal.keys_dir.glob("*.parquet"))
         firsts = [int(f.stem) for f in key_files]
         ends = [*firsts[1:], rows]
@@ -111,7 +111,8 @@ def _range_frame(
     answered = pl.col("state") == ANSWERED
     return (
         states.join(keys.filter(in_range).select("row", "key", "reason"), on="row", how="left")
-        .join(replies.unique("row", keep="first"), on="row", how="left")
+        # A row sent again (--retry-errors) has its latest reply, the one recorded last.
+        .join(replies.unique("row", keep="last", maintain_order=True), on="row", how="left")
         .with_columns(
             # An API request's id names the rows it carried; a database_import reply's, its row.
             feedback_id=pl.when(~pl.col("state").is_in(NEVER_SENT)).then(

@@ -233,6 +233,7 @@ def encode_spec(path: Path, options: ImportOptions, settings: BrokerSettings) ->
     doc = dataclasses.asdict(dataclasses.replace(options, strict=False))
     for name in ("results_path", "summary_path"):
         doc[name] = str(doc[name]) if doc[name] is not None else None
+    doc["retry_errors"] = sorted(doc["retry_errors"])
     return orjson.dumps({"path": str(path), "options": doc, "settings": dataclasses.asdict(settings)})
 
 
@@ -245,6 +246,7 @@ def decode_spec(payload: bytes) -> tuple[Path, ImportOptions, BrokerSettings]:
     doc["shard"] = tuple(doc["shard"]) if doc["shard"] is not None else None
     doc["exclude"] = tuple(doc["exclude"])
     doc["null_values"] = tuple(doc["null_values"])
+    doc["retry_errors"] = frozenset(doc["retry_errors"])
     return Path(spec["path"]), ImportOptions(**doc), BrokerSettings(**spec["settings"])
 
 

@@ -83,6 +83,9 @@ class EmulatorSettings:
     duplicate: float = 0.0
     #: Share of requests not applied but answered with :data:`TEMPORARY_FAILURE`.
     error: float = 0.0
+    #: A request chosen for ``error`` fails this many times, then is served (it is temporary);
+    #: None: it always fails.
+    error_times: int | None = None
     #: Seconds each reply is held back before it is published (other requests go on meanwhile).
     delay: float = 0.0
     #: Share of requests applied and answered with a malformed body (three kinds, in turn).
@@ -178,15 +181,19 @@ class Faults:
         duplicate: float = 0.0,
         error: float = 0.0,
         malformed: float = 0.0,
+        error_times: int | None = None,
     ) -> None:
         self._key = hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
         self._limits = tuple(round(share * 2**32) for share in (drop, duplicate, error, malformed))
         self.active = any(self._limits)
+        self._error_times = error_times
+        #: Times each request chosen for an error has failed (with ``error_times``), by its digest.
+        self._errored: dict[bytes, int] = {}
 
     @classmethod
     def of(cls, settings: EmulatorSettings) -> Faults:
         s = settings
-        return cls(s.seed, s.drop, s.duplicate, s.error, s.malformed)
+        return cls(s.seed, s.drop, s.duplicate, s.error, s.malformed, s.error_times)
 
     def decide(self, body: bytes) -> Fate:
         if not self.active:
@@ -194,7 +201,12 @@ class Faults:
         digest = hashlib.blake2b(body, key=self._key, digest_size=16).digest()
         a, b, c, d = _FOUR_U32.unpack(digest)
         drop, duplicate, error, malformed = self._limits
-        return Fate(a < drop, b < duplicate, c < error, d < malformed)
+        failing = c < error
+        if failing and self._error_times is not None:
+            times = self._errored.get(digest, 0)
+            failing = times < self._error_times
+            self._errored[digest] = times + 1
+        return Fate(a < drop, b < duplicate, failing, d < malformed)
 
 
 def malformed_body(reply: dict[str, Any], turn: int) -> bytes:

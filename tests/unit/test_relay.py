@@ -67,6 +67,10 @@ def test_a_worker_gets_the_options_it_was_given(tmp_path: Path) -> None:
         max_pending=100,
         rename={"E-Mail": "email"},
         exclude=("internal_id",),
+        on_duplicate_key="first",
+        retry_errors=frozenset({1, 503}),
+        retry_attempts=5,
+        retry_backoff=0.5,
     )
     settings = BrokerSettings(url="amqp://u:p@127.0.0.1:5672/x", queue="q", result_queue="r")
     assert decode_spec(encode_spec(Path("in.csv"), options, settings)) == (Path("in.csv"), options, settings)

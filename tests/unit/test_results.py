@@ -256,3 +256,29 @@ def test_a_journal_of_single_rows_and_batches_reads_as_a_row_each(tmp_path: Path
     assert got["profile_id"].to_list() == ["p0", "p1", "p2", "p3"]
     assert got["request_id"].to_list() == [None, "run1-1-2", "run1-1-2", None]
     assert got["error"].to_list() == [0, 1, 2, 0]
+
+
+def test_a_row_sent_again_has_its_latest_reply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--retry-errors: the reply recorded last wins, across the journal's blocks and many of them."""
+    monkeypatch.setattr(journal_module, "REPLY_BLOCK_BYTES", 200)
+    journal, ledger = _small_run(tmp_path, rows=12)
+    for attempt in (1, 2, 3):
+        for r in (3, 7):
+            error = 503 if attempt < 3 or r == 7 else 0
+            journal.record_reply(r, Reply(f"run1-{r}", error, f"try {attempt}", "email", f"p{r}"))
+    journal.sync(force=True)
+    assert journal.rows_last_answered_with(frozenset({503})) == [7]
+    assert journal.rows_last_answered_with(frozenset({1})) == []
+    ledger = Ledger(state=bytearray([ANSWERED]) * 12)
+    results.write_run_results(journal, ledger, 12, tmp_path / "r.csv")
+    got = pl.read_csv(tmp_path / "r.csv")
+    assert got["error_text"][3] == "try 3" and got["status"][3] == "ok"
+    assert got["error_text"][7] == "try 3" and got["status"][7] == "error"
+    assert got["status"].to_list().count("ok") == 11
+
+
+def test_reopen_takes_back_answered_rows_only() -> None:
+    ledger = Ledger(state=bytearray([ANSWERED, REJECTED, CONFIRMED, ANSWERED]), answered=2)
+    assert ledger.reopen([0, 1, 2, 3, 40]) == 2
+    assert ledger.answered == 0
+    assert list(ledger.state) == [0, REJECTED, CONFIRMED, 0]
