@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -44,6 +44,7 @@ from .errors import BulkImportError, InputError
 from .failed import input_of, write_failed_rows
 from .heap import map_large_blocks
 from .importer import run_import
+from .inputs import is_streamed, local_input, results_for, spool_kept, spool_path
 from .jobfile import read_job
 from .journal import write_atomic
 from .pipeline import ImportSummary, summary_exit_code
@@ -313,7 +314,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 @_show_envvars
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file")
 @config_options
 @click.option("--db", "db_id", type=int, required=True, help="Profile database ID (db_id).")
 @click.option(
@@ -478,7 +479,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 )
 @output_options
 def run(
-    file: Path,
+    file: str,
     amqp_url: str,
     password_file: Path | None,
     queue: str,
@@ -524,13 +525,27 @@ def run(
             summary_path=summary_path,
             **options,
         )
-        if dry_run:
-            _dry_run(file, opts, summary_path)
-        observer = _observer(quiet, progress)
-        summary = _run_async(lambda stop: run_import(file, opts, settings, stop=stop, observer=observer))
+        results = results_for(file, opts.results_path, opts.file_format)
+        if opts.resume and is_streamed(file):
+            kept = spool_path(file, results, opts.file_format)
+            raise InputError(
+                f"--resume reads the input again: resume from the copy the run kept, "
+                f"bulk-import run {kept} --resume --results {results}"
+            )
+        with local_input(file, results, opts.file_format) as path:
+            opts = replace(opts, results_path=results)
+            if dry_run:
+                _dry_run(path, opts, summary_path)
+            observer = _observer(quiet, progress)
+            summary = _run_async(lambda stop: run_import(path, opts, settings, stop=stop, observer=observer))
     except BulkImportError as exc:
         out.fail(exc)
     _report(summary, out)
+    if (spool := spool_kept(file, summary.results, opts.file_format)) is not None:
+        _say(
+            f"the input is kept in {spool}: finish with "
+            f"bulk-import run {spool} --resume --results {summary.results}"
+        )
     sys.exit(summary.exit_code)
 
 
@@ -588,7 +603,7 @@ class SummaryFile:
     facts: dict[str, Any]
 
     @classmethod
-    def start(cls, path: Path | None, file: Path | None, db_id: int | None) -> SummaryFile:
+    def start(cls, path: Path | None, file: str | Path | None, db_id: int | None) -> SummaryFile:
         facts = {
             "input": str(file) if file is not None else None,
             "db_id": db_id,

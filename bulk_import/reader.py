@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import polars as pl
+import zstandard
 
 from .config import BATCH_ROWS, FileFormat
 from .errors import InputError
@@ -86,10 +87,14 @@ def _record_end(data: bytes, records: int) -> int:
     return len(data)
 
 
+#: Compressed CSV by extension, read as a stream.
+COMPRESSIONS = (".gz", ".zst")
+
+
 def _plain_suffix(path: Path) -> str:
     """The file's extension under a compression's (``contacts.csv.gz``: ``.csv``)."""
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    if suffixes and suffixes[-1] in COMPRESSIONS:
         suffixes.pop()
     return suffixes[-1] if suffixes else ""
 
@@ -121,12 +126,21 @@ class _Utf8(io.RawIOBase):
 
 
 def open_text(path: Path, encoding: str = "utf-8") -> BinaryIO:
-    """The file's bytes as UTF-8, gunzipped when it ends in ``.gz``."""
-    gzipped = path.suffix.lower() == ".gz"
-    raw: BinaryIO = gzip.open(path, "rb") if gzipped else path.open("rb")  # type: ignore[assignment]  # noqa: SIM115
+    """The file's bytes as UTF-8, decompressed when it ends in ``.gz`` or ``.zst``."""
+    raw = _decompressed(path)
     if codecs.lookup(encoding).name == "utf-8":
         return raw
     return io.BufferedReader(_Utf8(io.TextIOWrapper(raw, encoding=encoding, newline="")))
+
+
+def _decompressed(path: Path) -> BinaryIO:
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if suffix == ".zst":
+        zstd = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
+        return io.BufferedReader(zstd)
+    return path.open("rb")
 
 
 def detect_format(path: Path, forced: FileFormat | None = None) -> FileFormat:

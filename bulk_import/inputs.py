@@ -1,0 +1,116 @@
+"""Where the rows come from: a file, standard input (``-``) or an HTTP(S) URL.
+
+A run reads its input more than once (duplicate keys first, then the rows) and ``--resume`` needs
+the same rows again, so stdin and a URL are first copied, as a stream, to a file beside the
+results: ``<results>.input.<ext>``. It is removed when the run ends with every row accounted for
+and kept when the run is unfinished, to be resumed from (the run says how).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from .config import FileFormat
+from .errors import InputError
+from .results import default_results_path
+
+STDIN = "-"
+_URL_SCHEMES = ("http://", "https://")
+#: Seconds a URL may keep the copy waiting for bytes.
+URL_TIMEOUT_S = 60.0
+
+
+def is_streamed(name: str) -> bool:
+    """Whether ``name`` is read once from elsewhere (stdin, a URL) rather than a local file."""
+    return name == STDIN or name.lower().startswith(_URL_SCHEMES)
+
+
+def input_name(name: str, file_format: FileFormat | None) -> str:
+    """The file name the input is known by: a URL's last part, ``stdin.csv`` for standard input."""
+    if name == STDIN:
+        return f"stdin.{file_format or 'csv'}"
+    if is_streamed(name):
+        last = PurePosixPath(urllib.parse.urlsplit(name).path).name
+        return last or f"download.{file_format or 'csv'}"
+    return Path(name).name
+
+
+def results_for(name: str, results: Path | None, file_format: FileFormat | None) -> Path:
+    """The results file: ``--results``, else beside a local input, else in the current folder."""
+    if results is not None:
+        return results
+    if is_streamed(name):
+        return default_results_path(Path(input_name(name, file_format)))
+    return default_results_path(Path(name))
+
+
+def spool_path(name: str, results: Path, file_format: FileFormat | None) -> Path:
+    """Where stdin or a URL is copied: beside the results, with the input's own extension(s)."""
+    suffixes = "".join(PurePosixPath(input_name(name, file_format)).suffixes) or ".csv"
+    return results.with_name(f"{results.name}.input{suffixes}")
+
+
+@contextlib.contextmanager
+def local_input(name: str, results: Path, file_format: FileFormat | None) -> Iterator[Path]:
+    """The input as a local file for the length of the run (see the module's note)."""
+    if not is_streamed(name):
+        yield Path(name)
+        return
+    path = spool_path(name, results, file_format)
+    _copy(name, path)
+    finished = False
+    try:
+        yield path
+        finished = True
+    finally:
+        if not finished or not _journal_kept(results):
+            path.unlink(missing_ok=True)
+
+
+def spool_kept(name: str, results: Path, file_format: FileFormat | None) -> Path | None:
+    """The copy of stdin or a URL an unfinished run keeps, to resume from; None for a local file."""
+    if not is_streamed(name):
+        return None
+    path = spool_path(name, results, file_format)
+    return path if path.exists() else None
+
+
+def _journal_kept(results: Path) -> bool:
+    folder = results.with_name(results.name + ".journal")
+    return folder.is_dir() or results.with_name(results.name + ".workers").is_dir()
+
+
+def _copy(name: str, path: Path) -> None:
+    """Stream ``name`` into ``path`` (through a temporary name: a half copy is never taken for one)."""
+    partial = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _opened(name) as src, partial.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        where = "standard input" if name == STDIN else name
+        raise InputError(f"cannot copy {where} to {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _opened(name: str) -> Iterator[BinaryIO]:
+    if name == STDIN:
+        yield sys.stdin.buffer
+        return
+    try:
+        with urllib.request.urlopen(name, timeout=URL_TIMEOUT_S) as response:
+            yield response
+    except urllib.error.HTTPError as exc:
+        raise InputError(f"{name}: the server answered {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise InputError(f"{name}: cannot be fetched: {exc.reason}") from None
