@@ -377,6 +377,16 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     help="A CSV cell equal to TEXT has no value (e.g. NULL, n/a): left out under --nulls skip. Repeatable.",
 )
 @click.option(
+    "--date-format",
+    metavar="FMT",
+    help="How --type COL:date cells are written, in strftime's codes (e.g. %d.%m.%Y) [default: ISO 8601, 2024-12-31].",
+)
+@click.option(
+    "--datetime-format",
+    metavar="FMT",
+    help="How --type COL:datetime cells are written, e.g. '%d.%m.%Y %H:%M' [default: ISO 8601].",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help="Refuse the file before sending anything when a cell does not convert to its --type (else that row alone is rejected).",

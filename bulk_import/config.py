@@ -171,6 +171,10 @@ class ImportOptions:
     encoding: str = "utf-8"
     #: CSV cells that mean "no value" (``NULL``, ``n/a``): read as null, so ``--nulls`` applies.
     null_values: tuple[str, ...] = ()
+    #: How ``--type COL:date`` and ``COL:datetime`` cells are written (strftime's codes, e.g.
+    #: ``%d.%m.%Y``); ISO 8601 when None.
+    date_format: str | None = None
+    datetime_format: str | None = None
     #: Rows per batch read from the file.
     batch_rows: int = BATCH_ROWS
     #: Seconds to wait for in-flight confirms and replies after SIGTERM/SIGINT.

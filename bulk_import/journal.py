@@ -348,6 +348,8 @@ _OPTION_NAMES = {
     "encoding": "--encoding",
     "null_values": "--null-value",
     "on_duplicate_key": "--on-duplicate-key",
+    "date_format": "--date-format",
+    "datetime_format": "--datetime-format",
 }
 
 

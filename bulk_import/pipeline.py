@@ -298,6 +298,8 @@ class Run:
             "mode": o.mode,
             "detect_geo": o.detect_geo,
             "on_duplicate_key": o.on_duplicate_key,
+            "date_format": o.date_format,
+            "datetime_format": o.datetime_format,
         }
 
     async def execute(self) -> ImportSummary:
@@ -851,6 +853,11 @@ def open_checked(path: Path, options: ImportOptions) -> Source:
         encoding=options.encoding,
         # Under --nulls skip a quoted empty cell ("") is no value either: it would blank the field.
         null_values=options.null_values + (("",) if options.nulls == "skip" else ()),
+        formats={
+            name: fmt
+            for name, fmt in (("date", options.date_format), ("datetime", options.datetime_format))
+            if fmt
+        },
     )
     check_columns(source, options)
     if options.strict and (refused := first_refused_cell(source)) is not None:

@@ -170,6 +170,8 @@ class Source:
     encoding: str = "utf-8"
     #: CSV cells read as null (empty): ``--null-value``, and a quoted empty string under ``--nulls skip``.
     null_values: tuple[str, ...] = ()
+    #: How ``date`` and ``datetime`` cells are written (strftime's codes), when not ISO 8601.
+    formats: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int | None:
@@ -274,9 +276,10 @@ class Source:
                             io.BytesIO(head), infer_schema=False, separator=self.delimiter, columns=columns
                         ),
                         self.types,
+                        self.formats,
                     )
             raise _BadRecord(index, _first_line(exc), before) from None
-        return converted(frame, self.types)
+        return converted(frame, self.types, self.formats)
 
 
 #: What each ``--type`` accepts, said in the reason a cell is refused for.
@@ -290,29 +293,40 @@ _TYPE_WORDS: Mapping[str, str] = {
 _BOOLS: Mapping[str, bool] = {"true": True, "false": False, "1": True, "0": False}
 
 
-def _convert(text: pl.Expr, type_name: str) -> pl.Expr:
-    """The cells of a text column as ``type_name``; null where one does not convert."""
+def _convert(text: pl.Expr, type_name: str, fmt: str | None) -> pl.Expr:
+    """The cells of a text column as ``type_name`` (a date's in ``fmt``); null where one does not convert."""
     text = text.str.strip_chars()
     if type_name == "bool":
         return text.str.to_lowercase().replace_strict(_BOOLS, default=None, return_dtype=pl.Boolean)
     if type_name == "date":
-        return text.str.to_date("%Y-%m-%d", strict=False)
+        return text.str.to_date(fmt or "%Y-%m-%d", strict=False)
     if type_name == "datetime":
-        return text.str.to_datetime(strict=False, time_unit="us")
+        return text.str.to_datetime(fmt, strict=False, time_unit="us")
     return text.cast(TYPES[type_name], strict=False)
 
 
-def converted(frame: pl.DataFrame, types: Mapping[str, str]) -> pl.DataFrame:
-    """``frame`` (CSV cells as text) with each ``--type`` column converted. A row with a cell that
-    does not convert gets the reason in :data:`~.messages.CELL_ERROR` (the first such cell): the
-    row is refused, the others go on."""
+def converted(
+    frame: pl.DataFrame, types: Mapping[str, str], formats: Mapping[str, str] | None = None
+) -> pl.DataFrame:
+    """``frame`` (CSV cells as text) with each ``--type`` column converted, dates and times in
+    ``formats`` (by type name, strftime's codes) or ISO 8601. A row with a cell that does not
+    convert gets the reason in :data:`~.messages.CELL_ERROR` (the first such cell): the row is
+    refused, the others go on."""
     typed = {c: t for c, t in types.items() if t != "str" and c in frame.columns}
     if not typed:
         return frame
-    values = {c: _convert(pl.col(c), t) for c, t in typed.items()}
+    formats = formats or {}
+    values = {c: _convert(pl.col(c), t, formats.get(t)) for c, t in typed.items()}
+
+    def wanted(type_name: str) -> str:
+        fmt = formats.get(type_name)
+        return (
+            f"a {type_name.replace('datetime', 'date and time')} ({fmt})" if fmt else _TYPE_WORDS[type_name]
+        )
+
     refused = [
         pl.when(pl.col(c).is_not_null() & values[c].is_null()).then(
-            pl.format(f"{c}: {{}} is not {_TYPE_WORDS[t]}", pl.col(c).str.slice(0, 60).map_batches(_quoted))
+            pl.format(f"{c}: {{}} is not {wanted(t)}", pl.col(c).str.slice(0, 60).map_batches(_quoted))
         )
         for c, t in typed.items()
     ]
@@ -373,6 +387,7 @@ def open_source(
     delimiter: str = ",",
     encoding: str = "utf-8",
     null_values: tuple[str, ...] = (),
+    formats: Mapping[str, str] | None = None,
 ) -> Source:
     """Check the file can be read and learn its columns, before anything is sent."""
     if not path.exists():
@@ -410,7 +425,17 @@ def open_source(
     dupes = sorted(c for c, times in Counter(columns).items() if times > 1)
     if dupes:
         raise InputError(f"{path}: duplicate column names {', '.join(dupes)}")
-    return Source(path, fmt, columns, batch_rows, dict(types or {}), delimiter, encoding, null_values)
+    return Source(
+        path,
+        fmt,
+        columns,
+        batch_rows,
+        dict(types or {}),
+        delimiter,
+        encoding,
+        null_values,
+        dict(formats or {}),
+    )
 
 
 def _polars_call(path: Path, call: Callable[[], T], where: str = "") -> T:

@@ -173,3 +173,24 @@ def test_a_header_with_another_separator_says_which_to_pass(tmp_path: Path) -> N
     got = CliRunner().invoke(cli, ["run", str(path), "--db", "1", "--dry-run"])
     assert got.exit_code == 2
     assert "the header looks ';'-separated: try --delimiter ';'" in got.output
+
+
+def test_dates_in_the_exports_own_format(tmp_path: Path) -> None:
+    """--date-format/--datetime-format read a CRM's dates; a cell in another form rejects its row."""
+    data = tmp_path / "c.csv"
+    data.write_text("email,born,seen\na@b.c,31.12.1990,31.12.2024 23:59\nd@e.f,1990-12-31,01.01.2025 00:00\n")
+    summary = tmp_path / "s.json"
+    args = ["run", str(data), "--db", "1", "--dry-run", "--summary", str(summary)]
+    typed = ["--type", "born:date", "--type", "seen:datetime"]
+    formats = ["--date-format", "%d.%m.%Y", "--datetime-format", "%d.%m.%Y %H:%M"]
+    got = CliRunner().invoke(cli, [*args, *typed, *formats])
+    assert got.exit_code == 1, got.output
+    doc = orjson.loads(summary.read_bytes())
+    assert doc["first_message"]["data"] == {"born": "1990-12-31", "seen": "2024-12-31T23:59:00"}
+    assert doc["examples"] == [{"row": 1, "reason": 'born: "1990-12-31" is not a date (%d.%m.%Y)'}]
+    iso = CliRunner().invoke(cli, [*args, *typed])
+    assert iso.exit_code == 1
+    assert orjson.loads(summary.read_bytes())["examples"][0] == {
+        "row": 0,
+        "reason": 'born: "31.12.1990" is not a date (YYYY-MM-DD)',
+    }
