@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from . import errors
+from . import errors, logs
 from .api_call import call_api
 from .calls import ApiCall, parse_body
 from .config import (
@@ -47,6 +47,7 @@ from .importer import run_import
 from .inputs import is_streamed, local_input, results_for, spool_kept, spool_path
 from .jobfile import read_job
 from .journal import write_atomic
+from .logs import LOG_FORMATS
 from .pipeline import ImportSummary, summary_exit_code
 from .progress import LogProgress, NullProgress, Observer, RichProgress
 from .replies import list_replies
@@ -70,28 +71,20 @@ Exit codes:
 
 log = logging.getLogger("bulk_import")
 #: The time at the head of every line a run writes to stderr.
-LOG_TIME = "%Y-%m-%dT%H:%M:%S"
 
 
 def _setup_logging(verbose: int, quiet: bool, name: str = "") -> None:
-    level = logging.WARNING if quiet else logging.INFO if verbose == 0 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    who = f"[{name}] " if name else ""
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {who}%(message)s", LOG_TIME))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # aiormq reports every reconnect and alarm at WARNING/ERROR; ours say it in the user's terms.
-    logging.getLogger("aiormq").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
+    """Logging as ``--log-format`` asked (read from the command's context, as every command has it)."""
+    ctx = click.get_current_context(silent=True)
+    log_format = ctx.params.get("log_format") if ctx is not None else None
+    logs.setup(verbose, quiet, "json" if log_format == "json" else "text", name)
 
 
-def _say(text: str) -> None:
-    """A line of a run's own on stderr, stamped like the log lines around it (cron keeps both)."""
-    click.echo(f"{datetime.now().astimezone().strftime(LOG_TIME)} {text}", err=True)
+_say = logs.say
 
 
 def _fail(exc: BulkImportError) -> NoReturn:
-    _say(f"error: {exc}")
+    _say(f"error: {exc}", logging.ERROR, exit_code=exc.exit_code)
     sys.exit(exc.exit_code)
 
 
@@ -220,6 +213,13 @@ output_options = option_group(
     ),
     click.option("-q", "--quiet", is_flag=True, help="Only warnings, errors and the summary."),
     click.option("-v", "--verbose", count=True, help="More log lines (-vv: the AMQP client's too)."),
+    click.option(
+        "--log-format",
+        type=click.Choice(LOG_FORMATS),
+        default="text",
+        show_default=True,
+        help="text: stamped lines; json: one JSON object a line, counts as fields (for log pipelines).",
+    ),
 )
 
 
@@ -506,6 +506,7 @@ def run(
     dry_run: bool,
     quiet: bool,
     verbose: int,
+    log_format: str,
     **options: Any,
 ) -> None:
     """Import FILE (.csv or .parquet): a database_import message per row, or (--via api) batches
@@ -563,7 +564,8 @@ def run(
 @click.option("--relay-fd", type=int, required=True)
 @click.option("--log-level", type=int, default=logging.INFO)
 @click.option("--name", default="worker")
-def worker(relay_fd: int, log_level: int, name: str) -> None:
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text")
+def worker(relay_fd: int, log_level: int, name: str, log_format: str) -> None:
     """One of the processes of `run --workers N`, started by it: what to import comes over RELAY_FD."""
     _setup_logging(1 if log_level < logging.INFO else 0, log_level > logging.INFO, name)
     try:
@@ -656,9 +658,16 @@ def _report(summary: ImportSummary, out: SummaryFile, what: str = "rows") -> Non
     counts = ", ".join(f"{status} {n}" for status, n in summary.counts.items())
     _say(
         f"run {summary.run_id}: {summary.rows} {what} in {summary.elapsed_s:.1f}s "
-        f"({summary.rows_per_s:.0f} {what}/s; published {summary.publish_rows_per_s:.0f} {what}/s): {counts}"
+        f"({summary.rows_per_s:.0f} {what}/s; published {summary.publish_rows_per_s:.0f} {what}/s): {counts}",
+        run_id=summary.run_id,
+        rows=summary.rows,
+        counts=summary.counts,
+        elapsed_s=summary.elapsed_s,
+        rows_per_s=summary.rows_per_s,
+        publish_rows_per_s=summary.publish_rows_per_s,
+        exit_code=summary.exit_code,
     )
-    _say(f"results: {summary.results}")
+    _say(f"results: {summary.results}", results=str(summary.results))
     if summary.reason:
         _say(f"ended early: {summary.reason}")
     if summary.foreign_replies:
@@ -905,6 +914,7 @@ def api(
     progress: bool | None,
     quiet: bool,
     verbose: int,
+    log_format: str,
     **options: Any,
 ) -> None:
     """Call the API method PATH over RabbitMQ (api_req) and print its response body as JSON; or

@@ -400,7 +400,7 @@ class Run:
             # The broker took the run: its first line says what it is.
             log.info("%s", self._start_line(journal.run_id))
             consuming = asyncio.create_task(self.consumer.run())
-            ticking = asyncio.create_task(self._tick(self.source.total_rows))
+            ticking = asyncio.create_task(self._tick())
             work = asyncio.ensure_future(self._publish_and_wait())
             cutoff = asyncio.create_task(self._cut_after_drain(work))
             try:
@@ -533,15 +533,16 @@ class Run:
             self.cut = True
             work.cancel()
 
-    async def _tick(self, total_rows: int | None) -> None:
+    async def _tick(self) -> None:
         """Tell the observer how far the run is, twice a second."""
-        ledger, publisher = self.ledger, self.publisher
+        ledger, publisher, source = self.ledger, self.publisher, self.source
         assert publisher is not None
+        known = source.total_rows
         while True:
             self.observer.update(
                 Snapshot(
                     rows_read=self.rows_read,
-                    total_rows=total_rows,
+                    total_rows=known if known is not None else source.estimated_rows(),
                     sent=ledger.awaiting + ledger.answered,
                     confirmed=publisher.confirmed,
                     answered=ledger.answered + ledger.rejected + ledger.skipped,

@@ -11,7 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from rich.console import Console
+
 log = logging.getLogger("bulk_import.progress")
+
+#: stderr as rich sees it: the bar and the log lines share it, so lines print above the bar.
+STDERR = Console(stderr=True)
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,17 @@ class LogProgress:
         s = snapshot
         total = f"/{s.total_rows}" if s.total_rows is not None else ""
         rate = s.answered / s.elapsed_s if s.elapsed_s else 0.0
+        fields = {
+            "rows_read": s.rows_read,
+            "total_rows": s.total_rows,
+            "sent": s.sent,
+            "confirmed": s.confirmed,
+            "answered": s.answered,
+            "rows_per_s": round(rate, 1),
+        }
         log.info(
             "progress: read %d%s, sent %d, confirmed %d, answered %d (%.0f rows/s)",
-            s.rows_read, total, s.sent, s.confirmed, s.answered, rate,
+            s.rows_read, total, s.sent, s.confirmed, s.answered, rate, extra=fields,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -65,39 +78,40 @@ class LogProgress:
 
 
 class RichProgress:
-    """A live bar of rows answered, with the confirmed count beside it, on stderr."""
+    """A live bar of rows answered, with percent, the rate and the time left, on stderr (80 columns).
+
+    A CSV's total is an estimate from the bytes read so far until the file has been read.
+    """
 
     def __init__(self) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         self._progress = Progress(
-            TextColumn("[bold]importing"),
-            BarColumn(),
+            BarColumn(bar_width=16),
+            TaskProgressColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=STDERR,
             transient=True,
         )
-        self._task = self._progress.add_task("rows", total=None, detail="")
+        self._task = self._progress.add_task("rows", total=None, rate="")
         self._progress.start()
 
     def update(self, snapshot: Snapshot) -> None:
         s = snapshot
         rate = s.answered / s.elapsed_s if s.elapsed_s else 0.0
-        self._progress.update(
-            self._task,
-            completed=s.answered,
-            total=s.total_rows,
-            detail=f"answered · {s.confirmed} confirmed · {rate:,.0f} rows/s",
-        )
+        self._progress.update(self._task, completed=s.answered, total=s.total_rows, rate=f"{rate:,.0f}/s")
 
     def close(self) -> None:
         self._progress.stop()

@@ -173,6 +173,25 @@ class Source:
     #: How ``date`` and ``datetime`` cells are written (strftime's codes), when not ISO 8601.
     formats: Mapping[str, str] = field(default_factory=dict)
 
+    #: Of a plain UTF-8 CSV: the bytes and rows parsed so far, for :meth:`estimated_rows`.
+    _done: list[int] = field(default_factory=lambda: [0, 0], init=False, repr=False)
+
+    def estimated_rows(self) -> int | None:
+        """A plain UTF-8 CSV's row count, from its size and the rows a byte so far; else None.
+
+        Exact once the file has been read; compressed or transcoded files are not estimated.
+        """
+        done_bytes, done_rows = self._done
+        if self.file_format != "csv" or not done_bytes or self.path.suffix.lower() in COMPRESSIONS:
+            return None
+        if codecs.lookup(self.encoding).name != "utf-8":
+            return None
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return None
+        return done_rows if done_bytes >= size else round(done_rows * size / done_bytes)
+
     @property
     def total_rows(self) -> int | None:
         """The row count when the format tells it without reading (Parquet), else None."""
@@ -215,7 +234,15 @@ class Source:
             header, rest = _read_header(fh, self.path)
             blocks = _csv_blocks(fh, self.path, rest)
             parse = partial(self._parse_csv, columns=columns)
-            parsed = ahead(pool, (partial(parse, header + block) for block in blocks), depth=1)
+            sizes: deque[int] = deque()
+
+            def calls() -> Iterator[Callable[[], pl.DataFrame]]:
+                for block in blocks:
+                    sizes.append(len(block))
+                    yield partial(parse, header + block)
+
+            parsed = ahead(pool, calls(), depth=1)
+            self._done[:] = [len(header), 0]
             while True:
                 try:
                     frame = _polars_call(self.path, partial(next, parsed, None), f" near row {row}")
@@ -229,6 +256,9 @@ class Source:
                 if columns is None and [c for c in frame.columns if c != CELL_ERROR] != self.columns:
                     raise InputError(f"{self.path}: the columns changed inside the file near row {row}")
                 first, row = row, row + frame.height
+                if sizes:
+                    self._done[0] += sizes.popleft()
+                self._done[1] = row
                 if row <= start_row:
                     continue
                 frame = _numbered(frame, first)

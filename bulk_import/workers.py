@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from . import broker
+from . import broker, logs
 from .config import BrokerSettings, ImportOptions
 from .errors import EXIT_INCOMPLETE, BrokerUnreachable, IncompleteRun, InputError
 from .journal import journal_dir, new_run_id, recorded_workers, workers_dir
@@ -216,6 +216,8 @@ async def _spawn(path: Path, options: ImportOptions, settings: BrokerSettings, l
             str(level),
             "--name",
             name,
+            "--log-format",
+            logs.current_format(),
             pass_fds=(theirs.fileno(), lock.fd),
             start_new_session=True,
         )
