@@ -233,6 +233,22 @@ async def _queue_check(
     return ok.message_count or 0
 
 
+async def consumer_count(connection: aiormq.Connection, settings: BrokerSettings, name: str) -> int | None:
+    """How many consumers the queue ``name`` has now; None when the broker cannot say."""
+    try:
+        channel = await open_channel(connection, settings, confirms=False)
+    except (aiormq.exceptions.AMQPError, BrokerError, OSError):
+        return None
+    try:
+        ok = await channel.queue_declare(name, passive=True)
+    except (aiormq.exceptions.AMQPError, OSError):
+        return None
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return ok.consumer_count
+
+
 #: A routing key no queue can have (names starting ``amq.`` are the broker's): a message sent to it
 #: through the default exchange is dropped, yet the broker checks the write permission first.
 UNROUTABLE = "amq.bulk-import.write-check"

@@ -59,6 +59,9 @@ Relay = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 RECONNECT_FIRST_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 10.0
+#: Seconds without a reply (at most; a third of ``--reply-timeout`` when that is shorter) before the
+#: run asks the broker whether anything consumes the request queue, and says so when nothing does.
+IDLE_CHECK_S = 10.0
 #: A connection up this long is stable again: the next loss starts counting attempts from 1.
 STABLE_S = 30.0
 
@@ -253,6 +256,8 @@ class Run:
         #: Rows whose latest reply carries an error of ``--retry-errors``, and the rows a retry
         #: round sends (None outside one: every row not answered goes).
         self.retryable: set[int] = set()
+        #: When the last "nothing consumes the request queue" check was made (the reply clock then).
+        self.idle_checked_at: float | None = None
         self.resending: set[int] | None = None
         self.retried = 0
         self.journal: Journal | None = None
@@ -735,7 +740,10 @@ class Run:
                 if now >= deadline:
                     log.warning("drain time over: %d rows still without a reply", self.ledger.awaiting)
                     return False
-            if now - max(consumer.last_reply_at, since) > self.options.reply_timeout:
+            quiet_since = max(consumer.last_reply_at, since)
+            if now - quiet_since > min(IDLE_CHECK_S, self.options.reply_timeout / 3):
+                await self._say_if_nothing_consumes(quiet_since)
+            if now - quiet_since > self.options.reply_timeout:
                 self.failure = f"no reply came for {self.options.reply_timeout:.0f}s"
                 log.warning(
                     "%s: %d rows waiting are left no_reply%s",
@@ -754,6 +762,22 @@ class Run:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.replied.wait(), 0.05)
         return True
+
+    async def _say_if_nothing_consumes(self, quiet_since: float) -> None:
+        """Once a quiet spell: when the request queue has no consumer, say so long before the timeout."""
+        if self.idle_checked_at == quiet_since or self.session.connection is None or self.session.lost:
+            return
+        self.idle_checked_at = quiet_since
+        queue = self.protocol.request_queue
+        consumers = await broker.consumer_count(self.session.connection, self.settings, queue)
+        if consumers == 0:
+            log.warning(
+                "no reply for %.0fs and nothing consumes %r (0 consumers): is the platform's job server "
+                "running on this vhost? Rows still waiting become no_reply after %.0fs without a reply",
+                time.monotonic() - quiet_since,
+                queue,
+                self.options.reply_timeout,
+            )
 
     async def _flush_acks(self) -> None:
         if self.consumer is None:

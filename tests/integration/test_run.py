@@ -220,3 +220,30 @@ def test_rows_with_one_key_send_the_last_and_skip_the_rest(queues: Queues, tmp_p
     sent = assert_every_row_accounted(5, tmp_path / "all.csv")
     assert status_counts(sent) == {"ok": 5}
     assert sent["profile_id"][0] == sent["profile_id"][2] == sent["profile_id"][4] == frame["profile_id"][4]
+
+
+def test_a_request_queue_nobody_consumes_is_said_long_before_the_timeout(
+    queues: Queues, tmp_path: Path
+) -> None:
+    """No stand-in: the run says nothing consumes the queue after a third of the reply timeout."""
+    data = tmp_path / "c.csv"
+    data.write_text("email\n" + "".join(f"u{i}@example.com\n" for i in range(50)))
+    declare(queues.request, queues.result)
+    done = run_cli("run", data, "--db", "1", *queues.args(), "--reply-timeout", "6")
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.splitlines()
+    [idle] = [
+        i for i, line in enumerate(lines) if f"nothing consumes '{queues.request}' (0 consumers)" in line
+    ]
+    gone = [i for i, line in enumerate(lines) if "no reply came for 6s" in line]
+    assert gone and idle < gone[0]
+    assert "WARNING no reply for 2s" in lines[idle] or "WARNING no reply for 3s" in lines[idle]
+
+
+def test_a_slow_consumer_is_not_taken_for_none(queues: Queues, tmp_path: Path) -> None:
+    data = tmp_path / "c.csv"
+    data.write_text("email\n" + "".join(f"u{i}@example.com\n" for i in range(20)))
+    with emulator(queues, "--delay", "4"):
+        done = run_cli("run", data, "--db", "1", *queues.args(), "--reply-timeout", "9")
+    assert done.returncode == 0, done.stderr
+    assert "nothing consumes" not in done.stderr
