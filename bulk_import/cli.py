@@ -32,6 +32,7 @@ from .config import (
     DEFAULT_RESULT_TTL_S,
     MATCHINGS,
     ON_DUPLICATE_KEY,
+    ON_UNFINISHED,
     PASSWORD_FILE_ENV,
     BrokerSettings,
     ImportOptions,
@@ -201,7 +202,18 @@ run_options = option_group(
         "--resume", is_flag=True, help="Finish the unfinished run recorded beside the results file."
     ),
     click.option(
-        "--restart", is_flag=True, help="Discard an unfinished run recorded beside the results file."
+        "--restart",
+        is_flag=True,
+        help="Start again over an unfinished run recorded beside the results file (the rows it "
+        "answered are kept in <results stem>.<run id>.partial.csv).",
+    ),
+    click.option(
+        "--on-unfinished",
+        type=click.Choice(ON_UNFINISHED),
+        default="fail",
+        show_default=True,
+        help="With an unfinished run recorded and neither --resume nor --restart: fail (say what it "
+        "was), resume, restart, or auto (resume when the input is the file it read, else restart): for cron.",
     ),
 )
 

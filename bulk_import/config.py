@@ -28,6 +28,9 @@ DEFAULT_RESULT_TTL_S = 86_400
 OnDuplicateKey = Literal["last", "first", "all", "fail"]
 #: What ``--on-duplicate-key`` takes: which of a key's rows is sent (see :mod:`.duplicates`).
 ON_DUPLICATE_KEY: tuple[OnDuplicateKey, ...] = ("last", "first", "all", "fail")
+OnUnfinished = Literal["fail", "resume", "restart", "auto"]
+#: What ``--on-unfinished`` takes: what a run does over an unfinished one it was not told about.
+ON_UNFINISHED: tuple[OnUnfinished, ...] = ("fail", "resume", "restart", "auto")
 #: Columns so named are the tool's own (``report --failed`` writes them): ``run`` never sends them.
 RESERVED_PREFIX = "bulk_import_"
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
@@ -164,6 +167,9 @@ class ImportOptions:
     resume: bool = False
     #: Discard a recorded unfinished run and start again.
     restart: bool = False
+    #: Neither ``resume`` nor ``restart`` over an unfinished run: refuse, or do one of them
+    #: (``auto``: resume when the input is unchanged, else restart).
+    on_unfinished: OnUnfinished = "fail"
     #: CSV column types (name → str/int/float/bool/date/datetime); CSV cells are text otherwise.
     types: Mapping[str, str] = field(default_factory=dict)
     delimiter: str = ","
@@ -246,6 +252,8 @@ class ImportOptions:
             raise InputError("--mode and --detect-geo apply to --via api")
         if self.retry_attempts < 0 or self.retry_backoff < 0:
             raise InputError("--retry-attempts and --retry-backoff must be 0 or more")
+        if self.on_unfinished not in ON_UNFINISHED:
+            raise InputError(f"--on-unfinished takes {', '.join(ON_UNFINISHED)}")
         if self.on_duplicate_key not in ON_DUPLICATE_KEY:
             raise InputError(f"--on-duplicate-key takes {', '.join(ON_DUPLICATE_KEY)}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:

@@ -71,10 +71,62 @@ def workers_dir(results_path: Path) -> Path:
 
 
 def unfinished_message(path: Path) -> str:
+    """A refusal to start over an unfinished run, saying in plain words what that run was."""
+    recorded = RecordedRun.read(path)
+    what = f" ({recorded.described()})" if recorded is not None else ""
     return (
-        f"an unfinished run of this file is recorded in {path}: "
-        "pass --resume to finish it, or --restart to discard it and start again"
+        f"an unfinished run of this file is recorded in {path}{what}: pass --resume to finish it, "
+        "or --restart to start again (the rows it answered are kept in a file of their own); "
+        "--on-unfinished auto lets a cron job decide"
     )
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """What a journal (or a workers' folder) says of the unfinished run it records."""
+
+    path: Path
+    run_id: str
+    #: The rows with a reply recorded.
+    answered: int
+    #: The input it read, and whether that file is no longer the one it read (None: cannot tell).
+    input: str | None
+    input_changed: bool | None
+
+    @classmethod
+    def read(cls, path: Path) -> RecordedRun | None:
+        journals = [path] if path.name.endswith(".journal") else sorted(path.glob("*.journal"))
+        metas = [j for j in journals if (j / "run.json").is_file()]
+        if not metas:
+            return None
+        try:
+            first = orjson.loads((metas[0] / "run.json").read_bytes())
+            answered = 0
+            for journal in metas:
+                blocks = Journal(journal, "", {}).reply_blocks()
+                answered += sum(block.select(pl.col("row").n_unique()).item() for block in blocks)
+        except (OSError, orjson.JSONDecodeError, pl.exceptions.PolarsError):
+            return None
+        identity = first.get("identity", {})
+        source = identity.get("input")
+        changed: bool | None = None
+        if source is not None:
+            try:
+                stat = Path(source).stat()
+                changed = (stat.st_size, stat.st_mtime_ns) != (identity.get("size"), identity.get("mtime_ns"))
+            except OSError:
+                changed = True
+        return cls(path, str(first.get("run_id", "")), answered, source, changed)
+
+    def described(self) -> str:
+        started = run_started(self.run_id)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "at an unknown time"
+        words = [f"run {self.run_id} started {when}", f"{self.answered} rows answered"]
+        if self.input_changed:
+            words.append(f"{self.input} has changed since (a new export?)")
+        elif self.input_changed is False:
+            words.append(f"{self.input} is unchanged")
+        return ", ".join(words)
 
 
 _PART = re.compile(r"part-\d+-of-(\d+)\.parquet")
@@ -86,39 +138,6 @@ def recorded_workers(folder: Path) -> int | None:
         return int(orjson.loads((folder / "run.json").read_bytes())["workers"])
     found = {int(m.group(1)) for p in folder.glob("part-*") if (m := _PART.match(p.name))}
     return found.pop() if len(found) == 1 else None
-
-
-def check_recorded(results_path: Path, *, resume: bool, restart: bool, workers: int) -> None:
-    """Check what an earlier run left beside the results file against --resume, --restart, --workers.
-
-    A one-process journal and a workers' folder are the same thing, the unfinished run of this
-    results file: a new run without ``--resume`` is refused, ``--restart`` discards either, and
-    ``--resume`` must run as that run did (the message says what to pass). Called with the results
-    file's lock held, before connecting.
-    """
-    single, multi = journal_dir(results_path), workers_dir(results_path)
-    if restart:
-        shutil.rmtree(single, ignore_errors=True)
-        shutil.rmtree(multi, ignore_errors=True)
-        return
-    recorded = [p for p in (single, multi) if p.exists()]
-    if recorded and not resume:
-        raise InputError(unfinished_message(recorded[0]))
-    if not resume or not recorded:
-        return
-    if len(recorded) == 2:
-        raise InputError(
-            f"two unfinished runs of this file are recorded, in {single} and in {multi}: "
-            "pass --restart to discard both and start again"
-        )
-    if multi.exists() and workers == 1:
-        n = recorded_workers(multi)
-        passing = f"--resume --workers {n}" if n else "--resume with the --workers it ran with"
-        raise InputError(f"the unfinished run in {multi} ran with --workers {n or 'N'}: pass {passing}")
-    if single.exists() and workers > 1:
-        raise InputError(
-            f"the unfinished run in {single} ran in one process: pass --resume without --workers"
-        )
 
 
 def os_reason(exc: BaseException) -> str | None:

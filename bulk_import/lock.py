@@ -1,4 +1,5 @@
-"""One run per results file: an OS lock that a second process on the same results path is refused by.
+"""One run per results file: an OS lock that a second process on the same results path is refused
+by, and a check of what an earlier run left beside it.
 
 ``<results>.lock`` beside the results file is locked (``flock``) before connecting and before any
 journal is read or made, and held until the run ends; the OS lets go of it when the process dies,
@@ -11,12 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import AlreadyRunning, InputError
-from .journal import check_recorded
+from .journal import journal_dir, recorded_workers, unfinished_message, workers_dir
+from .results import keep_partial_results
+
+log = logging.getLogger(__name__)
 
 
 def lock_path(results_path: Path) -> Path:
@@ -128,3 +134,39 @@ def hold_run(results_path: Path, *, resume: bool, restart: bool, workers: int) -
         yield lock
     finally:
         lock.release()
+
+
+def check_recorded(results_path: Path, *, resume: bool, restart: bool, workers: int) -> None:
+    """Check what an earlier run left beside the results file against --resume, --restart, --workers.
+
+    A one-process journal and a workers' folder are the same thing, the unfinished run of this
+    results file: a new run without ``--resume`` is refused, ``--restart`` discards either, and
+    ``--resume`` must run as that run did (the message says what to pass). Called with the results
+    file's lock held, before connecting. What a restarted run learned is kept first
+    (:func:`~.results.keep_partial_results`).
+    """
+    single, multi = journal_dir(results_path), workers_dir(results_path)
+    if restart:
+        for folder in (p for p in (single, multi) if p.exists()):
+            for kept in keep_partial_results(folder, results_path):
+                log.info("--restart: the rows the unfinished run answered are kept in %s", kept)
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    recorded = [p for p in (single, multi) if p.exists()]
+    if recorded and not resume:
+        raise InputError(unfinished_message(recorded[0]))
+    if not resume or not recorded:
+        return
+    if len(recorded) == 2:
+        raise InputError(
+            f"two unfinished runs of this file are recorded, in {single} and in {multi}: "
+            "pass --restart to discard both and start again"
+        )
+    if multi.exists() and workers == 1:
+        n = recorded_workers(multi)
+        passing = f"--resume --workers {n}" if n else "--resume with the --workers it ran with"
+        raise InputError(f"the unfinished run in {multi} ran with --workers {n or 'N'}: pass {passing}")
+    if single.exists() and workers > 1:
+        raise InputError(
+            f"the unfinished run in {single} ran in one process: pass --resume without --workers"
+        )

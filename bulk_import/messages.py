@@ -23,6 +23,8 @@ ROW: Final = "__row"
 CELL_ERROR: Final = "__cell_error"
 #: Beside a row another of its key is sent for: that row's number (see :mod:`.duplicates`).
 DUPLICATE_OF: Final = "__duplicate_of"
+#: How a skipped row's reason starts (the row sent instead follows).
+SKIPPED_REASON: Final = "duplicate key: row "
 _KEY: Final = "__key"
 _REASON: Final = "__reason"
 _FEEDBACK: Final = "__feedback_id"
@@ -522,7 +524,7 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     if duplicate:
         kept = pl.col(DUPLICATE_OF)
         skipped = keyed.filter(kept.is_not_null())[ROW].to_list()
-        sent_instead = pl.concat_str(pl.lit("duplicate key: row "), kept.cast(pl.String), pl.lit(" is sent"))
+        sent_instead = pl.concat_str(pl.lit(SKIPPED_REASON), kept.cast(pl.String), pl.lit(" is sent"))
         reason = pl.when(kept.is_not_null()).then(sent_instead).otherwise(reason)
     keyed = keyed.with_columns(reason.alias(_REASON))
     keys = keyed.select(pl.col(ROW).alias("row"), pl.col(_KEY).alias("key"), pl.col(_REASON).alias("reason"))

@@ -17,10 +17,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import polars as pl
 
 from .errors import InputError, LocalError
 from .journal import REPLY_SCHEMA, Journal, cannot_write
+from .messages import SKIPPED_REASON
 from .protocols import CALL_COLUMNS, IMPORT_COLUMNS
 from .reconcile import ANSWERED, REJECTED, SKIPPED, STATUSES, UNANSWERED_STATUS, Ledger
 
@@ -128,6 +130,60 @@ def _range_frame(
         .sort("row")
         .collect(engine="in-memory")  # a range is small: the streaming engine's buffers cost more
     )
+
+
+def keep_partial_results(recorded: Path, results_path: Path) -> list[Path]:
+    """Before ``--restart`` discards an unfinished run: its answered and rejected rows, in a file
+    of their own beside the results (``<stem>.<run id>.partial<suffix>``, one per worker's journal).
+
+    Rows read but without a reply are left out: whether they went out is not known.
+    """
+    journals = [recorded] if recorded.name.endswith(".journal") else sorted(recorded.glob("*.journal"))
+    kept: list[Path] = []
+    for folder in journals:
+        meta = folder / "run.json"
+        if not meta.is_file():
+            continue
+        try:
+            doc = orjson.loads(meta.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        journal = Journal(folder, str(doc.get("run_id", "run")), doc.get("identity", {}))
+        answered = journal.answered_rows()
+        keys = sorted(journal.keys_dir.glob("*.parquet"))
+        rows = max(int(answered.max()) + 1 if len(answered) else 0, _rows_keyed(keys))  # type: ignore[arg-type]
+        if not rows:
+            continue
+        ledger = Ledger(state=bytearray(rows))
+        ledger.reject(_rejected_rows(keys))
+        for row in answered.to_list():
+            ledger.state[row] = ANSWERED
+        part = "" if len(journals) == 1 else f".{len(kept) + 1}"
+        out = results_path.with_name(
+            f"{results_path.stem}.{journal.run_id}{part}.partial{results_path.suffix}"
+        )
+        columns = CALL_COLUMNS if journal.identity.get("via") == "calls" else None
+        with tempfile.TemporaryDirectory(dir=results_path.parent, prefix=".partial-") as tmp:
+            whole = Path(tmp) / f"all{results_path.suffix}"
+            write_run_results(journal, ledger, rows, whole, columns=columns)
+            known = read_results(whole).filter(pl.col("status").is_in(["ok", "error", "rejected"]))
+            write_results(known, out)
+        kept.append(out)
+    return kept
+
+
+def _rows_keyed(keys: list[Path]) -> int:
+    if not keys:
+        return 0
+    return int(pl.scan_parquet(keys).select(pl.col("row").max()).collect().item() or -1) + 1
+
+
+def _rejected_rows(keys: list[Path]) -> list[int]:
+    if not keys:
+        return []
+    reason = pl.col("reason")
+    refused = reason.is_not_null() & ~reason.str.starts_with(SKIPPED_REASON)
+    return pl.scan_parquet(keys).filter(refused).select("row").collect()["row"].to_list()
 
 
 def merge_parts(parts: list[Path], path: Path) -> dict[str, int]:

@@ -10,7 +10,7 @@ from its journal and keeps the parts already finished (when every part is, it on
 The coordinator takes the results file's lock (:mod:`.lock`) before anything else and holds it to
 the end; each worker inherits it rather than taking it, so the lock is free only once the
 coordinator and every worker it started are gone. The workers' folder is the same unfinished run
-as a one-process journal (:func:`~.journal.check_recorded`).
+as a one-process journal (:func:`~.lock.check_recorded`).
 """
 
 from __future__ import annotations

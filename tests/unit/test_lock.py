@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bulk_import.errors import AlreadyRunning, InputError
-from bulk_import.journal import check_recorded, journal_dir, workers_dir
-from bulk_import.lock import RunLock, hold_run, lock_path
+from bulk_import.journal import journal_dir, workers_dir
+from bulk_import.lock import RunLock, check_recorded, hold_run, lock_path
 
 
 def test_a_second_lock_on_the_same_results_is_refused(tmp_path: Path) -> None:
