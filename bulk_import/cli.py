@@ -555,7 +555,7 @@ def run(
                 f"--resume reads the input again: resume from the copy the run kept, "
                 f"bulk-import run {kept} --resume --results {results}"
             )
-        with local_input(file, results, opts.file_format) as path:
+        with local_input(file, results, opts.file_format, opts.delimiter) as path:
             opts = replace(opts, results_path=results)
             if dry_run:
                 _dry_run(path, opts, summary_path)

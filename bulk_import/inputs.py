@@ -1,9 +1,13 @@
-"""Where the rows come from: a file, standard input (``-``) or an HTTP(S) URL.
+"""Where the rows come from: a file, standard input (``-``), an HTTP(S) URL or object storage.
 
 A run reads its input more than once (duplicate keys first, then the rows) and ``--resume`` needs
 the same rows again, so stdin and a URL are first copied, as a stream, to a file beside the
 results: ``<results>.input.<ext>``. It is removed when the run ends with every row accounted for
 and kept when the run is unfinished, to be resumed from (the run says how).
+
+``s3://``, ``gs://`` and ``az://`` objects are read by polars (credentials and endpoint from the
+usual environment, ``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...): Parquet as it is, CSV as UTF-8
+text in its separator, each streamed into the copy.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+import polars as pl
+
 from .config import FileFormat
 from .errors import InputError
+from .reader import COMPRESSIONS, detect_format
 from .results import default_results_path
 
 STDIN = "-"
-_URL_SCHEMES = ("http://", "https://")
+_HTTP = ("http://", "https://")
+_STORAGE = ("s3://", "gs://", "gcs://", "az://", "abfs://")
+_URL_SCHEMES = _HTTP + _STORAGE
 #: Seconds a URL may keep the copy waiting for bytes.
 URL_TIMEOUT_S = 60.0
 
@@ -59,13 +68,18 @@ def spool_path(name: str, results: Path, file_format: FileFormat | None) -> Path
 
 
 @contextlib.contextmanager
-def local_input(name: str, results: Path, file_format: FileFormat | None) -> Iterator[Path]:
+def local_input(
+    name: str, results: Path, file_format: FileFormat | None, delimiter: str = ","
+) -> Iterator[Path]:
     """The input as a local file for the length of the run (see the module's note)."""
     if not is_streamed(name):
         yield Path(name)
         return
     path = spool_path(name, results, file_format)
-    _copy(name, path)
+    if name.lower().startswith(_STORAGE):
+        _copy_from_storage(name, path, file_format, delimiter)
+    else:
+        _copy(name, path)
     finished = False
     try:
         yield path
@@ -100,6 +114,26 @@ def _copy(name: str, path: Path) -> None:
         partial.unlink(missing_ok=True)
         where = "standard input" if name == STDIN else name
         raise InputError(f"cannot copy {where} to {path}: {exc.strerror or exc}") from None
+
+
+def _copy_from_storage(name: str, path: Path, file_format: FileFormat | None, delimiter: str) -> None:
+    """Object storage through polars: Parquet as it is, CSV as UTF-8 text in its own separator."""
+    partial = path.with_name(f".{path.name}.partial")
+    fmt = file_format or detect_format(Path(input_name(name, file_format)))
+    try:
+        if fmt == "parquet":
+            pl.scan_parquet(name).sink_parquet(partial)
+        elif fmt == "csv" and not name.lower().endswith(COMPRESSIONS):
+            scan = pl.scan_csv(name, infer_schema=False, separator=delimiter)
+            scan.sink_csv(partial, separator=delimiter)
+        else:
+            raise InputError(f"{name}: from object storage, the input is Parquet or plain UTF-8 CSV")
+        partial.replace(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"{name}: cannot be read: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

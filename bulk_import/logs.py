@@ -57,6 +57,9 @@ def setup(verbose: int, quiet: bool, log_format: LogFormat = "text", name: str =
     root.setLevel(level)
     # aiormq reports every reconnect and alarm at WARNING/ERROR; ours say it in the user's terms.
     logging.getLogger("aiormq").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
+    # Reading object storage, polars may ask boto3 for credentials, which says where it found them.
+    for chatty in ("botocore", "boto3"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 def say(text: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import io
 import os
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -27,11 +29,14 @@ def contacts_csv() -> bytes:
     return frame.write_csv().encode()
 
 
-def run_here(cwd: Path, *args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_here(
+    cwd: Path, *args: str | Path, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """``bulk-import ARGS`` started in ``cwd``, as a cron job in its folder."""
     return subprocess.run(
-        cli(*args), input=stdin, capture_output=True, cwd=cwd, timeout=300, check=False, env=dict(os.environ)
-    )
+        cli(*args), input=stdin, capture_output=True, cwd=cwd, timeout=300, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -104,3 +109,60 @@ def test_zstd_csv_is_read_as_a_stream(tmp_path: Path) -> None:
     done = run_here(tmp_path, "run", data, "--db", "1", "--dry-run")
     assert done.returncode == 0, done.stderr.decode()
     assert f"{ROWS} rows, {ROWS} would be sent" in done.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[dict[str, str], Any]]:
+    """A local S3 endpoint (moto) with a bucket ``exports``: the environment to reach it, a client."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket="exports")
+    try:
+        yield env, client
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", ["c.parquet", "c.csv"])
+def test_an_object_in_s3_is_imported(
+    queues: Queues, tmp_path: Path, s3: tuple[dict[str, str], Any], name: str
+) -> None:
+    env, client = s3
+    frame = pl.read_csv(contacts_csv(), infer_schema=False)
+    body = io.BytesIO()
+    frame.write_parquet(body) if name.endswith(".parquet") else frame.write_csv(body)
+    client.put_object(Bucket="exports", Key=f"night/{name}", Body=body.getvalue())
+    with emulator(queues):
+        done = run_here(tmp_path, "run", f"s3://exports/night/{name}", "--db", "1", *queues.args(), env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    results = tmp_path / f"{Path(name).stem}.results.csv"
+    assert status_counts(assert_every_row_accounted(ROWS, results)) == {"ok": ROWS}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [results.name]
+
+
+def test_an_object_that_is_not_there_is_one_line_and_exit_2(
+    tmp_path: Path, s3: tuple[dict[str, str], Any]
+) -> None:
+    env, _ = s3
+    done = run_here(tmp_path, "run", "s3://exports/none.parquet", "--db", "1", env=env)
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert "error: s3://exports/none.parquet: cannot be read:" in line
