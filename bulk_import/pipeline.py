@@ -62,6 +62,8 @@ RECONNECT_MAX_DELAY_S = 10.0
 #: Seconds without a reply (at most; a third of ``--reply-timeout`` when that is shorter) before the
 #: run asks the broker whether anything consumes the request queue, and says so when nothing does.
 IDLE_CHECK_S = 10.0
+#: Seconds that check may take (a dead link would hold it up for good).
+CONSUMERS_CHECK_S = 5.0
 #: A connection up this long is stable again: the next loss starts counting attempts from 1.
 STABLE_S = 30.0
 
@@ -256,8 +258,10 @@ class Run:
         #: Rows whose latest reply carries an error of ``--retry-errors``, and the rows a retry
         #: round sends (None outside one: every row not answered goes).
         self.retryable: set[int] = set()
-        #: When the last "nothing consumes the request queue" check was made (the reply clock then).
+        #: When the last "nothing consumes the request queue" check was made (the reply clock then),
+        #: and the task making it.
         self.idle_checked_at: float | None = None
+        self.consumers_check: asyncio.Task[None] | None = None
         self.resending: set[int] | None = None
         self.retried = 0
         self.journal: Journal | None = None
@@ -424,7 +428,10 @@ class Run:
             finally:
                 cutoff.cancel()
                 ticking.cancel()
-                await asyncio.gather(ticking, cutoff, return_exceptions=True)
+                checking = [self.consumers_check] if self.consumers_check is not None else []
+                for task in checking:
+                    task.cancel()
+                await asyncio.gather(ticking, cutoff, *checking, return_exceptions=True)
                 self.observer.close()
                 self.consumer.stop()
                 with contextlib.suppress(TimeoutError):
@@ -742,7 +749,7 @@ class Run:
                     return False
             quiet_since = max(consumer.last_reply_at, since)
             if now - quiet_since > min(IDLE_CHECK_S, self.options.reply_timeout / 3):
-                await self._say_if_nothing_consumes(quiet_since)
+                self._check_consumers(quiet_since)
             if now - quiet_since > self.options.reply_timeout:
                 self.failure = f"no reply came for {self.options.reply_timeout:.0f}s"
                 log.warning(
@@ -763,13 +770,24 @@ class Run:
                 await asyncio.wait_for(self.replied.wait(), 0.05)
         return True
 
-    async def _say_if_nothing_consumes(self, quiet_since: float) -> None:
-        """Once a quiet spell: when the request queue has no consumer, say so long before the timeout."""
-        if self.idle_checked_at == quiet_since or self.session.connection is None or self.session.lost:
+    def _check_consumers(self, quiet_since: float) -> None:
+        """Once a quiet spell, in a task of its own (a dead link must not hold the waiting up):
+        when the request queue has no consumer, say so long before the reply timeout."""
+        running = self.consumers_check is not None and not self.consumers_check.done()
+        if running or self.idle_checked_at == quiet_since or self.session.lost:
             return
         self.idle_checked_at = quiet_since
-        queue = self.protocol.request_queue
-        consumers = await broker.consumer_count(self.session.connection, self.settings, queue)
+        self.consumers_check = asyncio.create_task(self._say_if_nothing_consumes(quiet_since))
+
+    async def _say_if_nothing_consumes(self, quiet_since: float) -> None:
+        connection, queue = self.session.connection, self.protocol.request_queue
+        if connection is None:
+            return
+        try:
+            async with asyncio.timeout(CONSUMERS_CHECK_S):
+                consumers = await broker.consumer_count(connection, self.settings, queue)
+        except (TimeoutError, BrokerError, aiormq.exceptions.AMQPError, OSError):
+            return
         if consumers == 0:
             log.warning(
                 "no reply for %.0fs and nothing consumes %r (0 consumers): is the platform's job server "

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 
 from tests.faults.test_faults import (
@@ -135,14 +136,21 @@ class TestOneRunPerResultsFile:
         assert ROWS <= received(emu) <= ROWS + 2 * WINDOW
 
     def test_restart_discards_a_workers_run(self, data: Path, queues: Queues, tmp_path: Path) -> None:
-        """After a killed --workers run, --restart in one process discards its folder and starts again."""
+        """After a killed --workers run, --restart in one process discards its folder and starts again,
+        the rows each worker had answered kept in a file of their own."""
         results = tmp_path / "r.csv"
         with emulator(queues):
             kill_workers_run(data, queues, results)
             done = run_cli(*run_args(data, queues, results, "--restart"))
         assert exited(done) == 0, done.stderr
         assert status_counts(accounted(ROWS, results)) == {"ok": ROWS}
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+        partials = sorted(tmp_path.glob("r.*.partial.csv"))
+        assert [p.name.split(".")[2] for p in partials] == ["1", "2"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.csv", *(p.name for p in partials)])
+        kept = pl.concat([pl.read_csv(p) for p in partials])
+        assert kept.height > 0 and kept["row"].is_unique().all()
+        assert kept["status"].unique().to_list() == ["ok"]
+        assert f"kept in {partials[0]}" in done.stderr
 
     def test_one_process_journal_resumed_with_workers_is_refused(
         self, data: Path, queues: Queues, tmp_path: Path
