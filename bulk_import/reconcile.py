@@ -100,18 +100,20 @@ class Ledger:
         return row < len(self.state) and self.state[row] == ANSWERED
 
     def reject(self, rows: Iterable[int]) -> None:
-        for row in rows:
-            self._grow(row)
-            if self.state[row] == PENDING:
-                self.state[row] = REJECTED
-                self.rejected += 1
+        self.rejected += self._never_sent(rows, REJECTED)
 
     def skip(self, rows: Iterable[int]) -> None:
+        self.skipped += self._never_sent(rows, SKIPPED)
+
+    def _never_sent(self, rows: Iterable[int], final: int) -> int:
+        """Pending rows that will not go out moved to ``final``; how many."""
+        moved = 0
         for row in rows:
             self._grow(row)
             if self.state[row] == PENDING:
-                self.state[row] = SKIPPED
-                self.skipped += 1
+                self.state[row] = final
+                moved += 1
+        return moved
 
     def reopen(self, rows: Iterable[int]) -> int:
         """Answered rows to be sent again (their reply's error is worth a retry); how many."""

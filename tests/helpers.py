@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiormq
 import orjson
@@ -204,3 +205,17 @@ def replies_recorded(results: Path) -> int:
             rows = (orjson.loads(line)["row"] for line in data.split(b"\n")[:-1])
             count += sum(len(row) if isinstance(row, list) else 1 for row in rows)
     return count
+
+
+def dry_run_doc(data: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
+    """``run DATA --db 1 --dry-run ARGS`` in this process: its exit code, output and summary."""
+    from click.testing import CliRunner
+
+    from bulk_import.cli import cli as command
+
+    summary = data.with_name(f"{data.name}.dry-run.json")
+    got = CliRunner().invoke(
+        command, ["run", str(data), "--db", "1", "--dry-run", "--summary", str(summary), *args]
+    )
+    doc = orjson.loads(summary.read_bytes()) if summary.exists() else {}
+    return got.exit_code, got.output, doc

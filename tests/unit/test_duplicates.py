@@ -5,19 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import polars as pl
 import pytest
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_import import duplicates
-from bulk_import.cli import cli
 from bulk_import.config import ImportOptions
 from bulk_import.duplicates import Duplicates, find_duplicates
 from bulk_import.errors import InputError
 from bulk_import.messages import ROW, build_batch
+from tests.helpers import dry_run_doc
 
 EMAILS = st.sampled_from(["a@x.y", "A@X.Y", " a@x.y ", "b@x.y", "B@x.y\t", "c@x.y", "bad", "", None])
 
@@ -106,25 +104,19 @@ def test_a_frame_without_skipped_rows_is_left_as_it_is() -> None:
 def test_dry_run_counts_them(tmp_path: Path) -> None:
     data = tmp_path / "c.csv"
     data.write_text("email,n\na@x.y,1\nb@x.y,2\nA@X.Y,3\n")
-    summary = tmp_path / "s.json"
-    got = CliRunner().invoke(cli, ["run", str(data), "--db", "1", "--dry-run", "--summary", str(summary)])
-    assert got.exit_code == 0, got.output
-    assert "2 would be sent, 0 rejected, 1 skipped as duplicate keys" in got.output
-    assert orjson.loads(summary.read_bytes())["skipped_duplicates"] == 1
-    failing = CliRunner().invoke(
-        cli, ["run", str(data), "--db", "1", "--dry-run", "--on-duplicate-key", "fail"]
-    )
-    assert failing.exit_code == 2
-    assert "rows 0 and 2 have the same key 'a@x.y'" in failing.output
+    code, output, doc = dry_run_doc(data)
+    assert code == 0, output
+    assert "2 would be sent, 0 rejected, 1 skipped as duplicate keys" in output
+    assert doc["skipped_duplicates"] == 1
+    code, output, _ = dry_run_doc(data, "--on-duplicate-key", "fail")
+    assert code == 2
+    assert "rows 0 and 2 have the same key 'a@x.y'" in output
 
 
 def test_a_row_refused_for_a_cell_elsewhere_is_no_ones_duplicate(tmp_path: Path) -> None:
     """The later row has a score that is not an int: it is rejected, so the earlier one is sent."""
     data = tmp_path / "c.csv"
     data.write_text("email,city,score\na@x.y,Oslo,1\nb@x.y,Rome,2\nA@x.y,Nice,n/a\n")
-    summary = tmp_path / "s.json"
-    args = ["run", str(data), "--db", "1", "--type", "score:int", "--dry-run", "--summary", str(summary)]
-    got = CliRunner().invoke(cli, args)
-    assert got.exit_code == 1, got.output
-    doc = orjson.loads(summary.read_bytes())
+    code, output, doc = dry_run_doc(data, "--type", "score:int")
+    assert code == 1, output
     assert (doc["valid"], doc["rejected"], doc["skipped_duplicates"]) == (2, 1, 0)
