@@ -301,9 +301,16 @@ def test_one_signal_ends_a_run_while_it_reconnects(
 
 
 def test_one_signal_ends_a_blocked_run(samples: dict[str, Path], queues: Queues, tmp_path: Path) -> None:
+    """A memory alarm blocks the run mid-way; one SIGINT ends it within the drain time.
+
+    Replies come half a second late and 1,000 rows at most wait for one, so the run is still far
+    from done (about 2,000 rows a second) when the alarm, which takes rabbitmqctl a second, is up.
+    """
     results = tmp_path / "r.csv"
-    with emulator(queues):
-        proc = start_run(samples["20k.parquet"], queues, results, "--drain-timeout", "3")
+    with emulator(queues, "--delay", "0.5"):
+        proc = start_run(
+            samples["20k.parquet"], queues, results, "--drain-timeout", "3", "--max-pending", "1000"
+        )
         when_replies_reach(results, 2000, proc)
         with broker_control.memory_alarm():
             time.sleep(2)
