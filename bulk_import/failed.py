@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import glob
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def input_of(results: Path) -> Path:
     if stem is None:
         raise InputError(f"{results}: not a default results name, so its input is unknown; pass --input FILE")
     found = []
-    for path in sorted(results.parent.glob(f"{_glob_escape(stem)}.*")):
+    for path in sorted(results.parent.glob(f"{glob.escape(stem)}.*")):
         if path.stem != stem or not path.is_file() or path.name.endswith(_RESULTS_SUFFIXES):
             continue
         with contextlib.suppress(InputError):
@@ -54,10 +55,6 @@ def input_of(results: Path) -> Path:
         what = f"{len(found)} files could be it ({', '.join(p.name for p in found)})" if found else "no file"
         raise InputError(f"{results}: {what} beside it named {stem}.*; pass --input FILE")
     return found[0]
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def write_failed_rows(

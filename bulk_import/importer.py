@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import BrokerSettings, ImportOptions
-from .journal import RecordedRun, journal_dir, workers_dir
+from .journal import RecordedRun, recorded_runs
 from .pipeline import ImportSummary, open_input, results_path_for, run_in_process
 from .progress import NullProgress, Observer
 from .workers import run_workers
@@ -43,7 +43,7 @@ def decided(path: Path, options: ImportOptions) -> ImportOptions:
     if options.on_unfinished == "fail" or options.resume or options.restart:
         return options
     results = results_path_for(path, options)
-    recorded = [p for p in (journal_dir(results), workers_dir(results)) if p.exists()]
+    recorded = recorded_runs(results)
     if not recorded:
         return options
     choice = options.on_unfinished

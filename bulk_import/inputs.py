@@ -26,6 +26,7 @@ import polars as pl
 
 from .config import FileFormat
 from .errors import InputError
+from .journal import recorded_runs
 from .reader import COMPRESSIONS, detect_format
 from .results import default_results_path
 
@@ -85,7 +86,7 @@ def local_input(
         yield path
         finished = True
     finally:
-        if not finished or not _journal_kept(results):
+        if not finished or not recorded_runs(results):
             path.unlink(missing_ok=True)
 
 
@@ -95,11 +96,6 @@ def spool_kept(name: str, results: Path, file_format: FileFormat | None) -> Path
         return None
     path = spool_path(name, results, file_format)
     return path if path.exists() else None
-
-
-def _journal_kept(results: Path) -> bool:
-    folder = results.with_name(results.name + ".journal")
-    return folder.is_dir() or results.with_name(results.name + ".workers").is_dir()
 
 
 def _copy(name: str, path: Path) -> None:

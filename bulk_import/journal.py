@@ -95,19 +95,15 @@ class RecordedRun:
 
     @classmethod
     def read(cls, path: Path) -> RecordedRun | None:
-        journals = [path] if path.name.endswith(".journal") else sorted(path.glob("*.journal"))
-        metas = [j for j in journals if (j / "run.json").is_file()]
-        if not metas:
-            return None
         try:
-            first = orjson.loads((metas[0] / "run.json").read_bytes())
-            answered = 0
-            for journal in metas:
-                blocks = Journal(journal, "", {}).reply_blocks()
-                answered += sum(block.select(pl.col("row").n_unique()).item() for block in blocks)
-        except (OSError, orjson.JSONDecodeError, pl.exceptions.PolarsError):
+            journals = recorded_journals(path)
+            answered = sum(journal.answered_rows().n_unique() for journal in journals)
+        except (OSError, pl.exceptions.PolarsError):
             return None
-        identity = first.get("identity", {})
+        if not journals:
+            return None
+        first = journals[0]
+        identity = first.identity
         source = identity.get("input")
         changed: bool | None = None
         if source is not None:
@@ -116,7 +112,7 @@ class RecordedRun:
                 changed = (stat.st_size, stat.st_mtime_ns) != (identity.get("size"), identity.get("mtime_ns"))
             except OSError:
                 changed = True
-        return cls(path, str(first.get("run_id", "")), answered, source, changed)
+        return cls(path, first.run_id, answered, source, changed)
 
     def described(self) -> str:
         started = run_started(self.run_id)
@@ -130,6 +126,23 @@ class RecordedRun:
 
 
 _PART = re.compile(r"part-\d+-of-(\d+)\.parquet")
+
+
+def recorded_runs(results_path: Path) -> list[Path]:
+    """What earlier runs left unfinished beside the results file: its journal, its workers' folder."""
+    return [p for p in (journal_dir(results_path), workers_dir(results_path)) if p.exists()]
+
+
+def recorded_journals(path: Path) -> list[Journal]:
+    """The journals of a recorded run (a journal, or a workers' folder of them), to read: the ones
+    whose ``run.json`` can be read."""
+    folders = [path] if path.name.endswith(".journal") else sorted(path.glob("*.journal"))
+    journals = []
+    for folder in folders:
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            doc = orjson.loads((folder / "run.json").read_bytes())
+            journals.append(Journal(folder, str(doc.get("run_id", "run")), doc.get("identity", {})))
+    return journals
 
 
 def recorded_workers(folder: Path) -> int | None:
@@ -213,7 +226,7 @@ class Journal:
                 journal = cls(path, recorded["run_id"], identity)
                 # The rows read before (their keys are about to be recorded again) bound the rows
                 # an earlier attempt may have sent, over every attempt so far.
-                journal.sent_before = max(int(recorded.get("read_rows", 0)), _keys_end(journal.keys_dir))
+                journal.sent_before = max(int(recorded.get("read_rows", 0)), keys_end(journal.keys_dir))
                 if journal.sent_before > int(recorded.get("read_rows", 0)):
                     write_atomic(meta, orjson.dumps({**recorded, "read_rows": journal.sent_before}))
                 _truncate_partial_line(journal.replies_path)
@@ -438,7 +451,7 @@ def _truncate_partial_line(path: Path) -> None:
         fh.truncate(keep)
 
 
-def _keys_end(keys_dir: Path) -> int:
+def keys_end(keys_dir: Path) -> int:
     """One past the last row whose keys are recorded in ``keys_dir``; 0 when none are."""
     files = sorted(keys_dir.glob("*.parquet"))
     if not files:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import AlreadyRunning, InputError
-from .journal import journal_dir, recorded_workers, unfinished_message, workers_dir
+from .journal import journal_dir, recorded_runs, recorded_workers, unfinished_message, workers_dir
 from .results import keep_partial_results
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,13 @@ def check_recorded(results_path: Path, *, resume: bool, restart: bool, workers: 
     (:func:`~.results.keep_partial_results`).
     """
     single, multi = journal_dir(results_path), workers_dir(results_path)
+    recorded = recorded_runs(results_path)
     if restart:
-        for folder in (p for p in (single, multi) if p.exists()):
+        for folder in recorded:
             for kept in keep_partial_results(folder, results_path):
                 log.info("--restart: the rows the unfinished run answered are kept in %s", kept)
             shutil.rmtree(folder, ignore_errors=True)
         return
-    recorded = [p for p in (single, multi) if p.exists()]
     if recorded and not resume:
         raise InputError(unfinished_message(recorded[0]))
     if not resume or not recorded:

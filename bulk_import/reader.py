@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import re
@@ -182,15 +183,22 @@ class Source:
         Exact once the file has been read; compressed or transcoded files are not estimated.
         """
         done_bytes, done_rows = self._done
-        if self.file_format != "csv" or not done_bytes or self.path.suffix.lower() in COMPRESSIONS:
+        size = self._plain_size
+        if not done_bytes or size is None:
+            return None
+        return done_rows if done_bytes >= size else round(done_rows * size / done_bytes)
+
+    @functools.cached_property
+    def _plain_size(self) -> int | None:
+        """The size of a CSV whose bytes are the ones parsed (not compressed, UTF-8)."""
+        if self.file_format != "csv" or self.path.suffix.lower() in COMPRESSIONS:
             return None
         if codecs.lookup(self.encoding).name != "utf-8":
             return None
         try:
-            size = self.path.stat().st_size
+            return self.path.stat().st_size
         except OSError:
             return None
-        return done_rows if done_bytes >= size else round(done_rows * size / done_bytes)
 
     @property
     def total_rows(self) -> int | None:

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import polars as pl
 
 from .errors import InputError, LocalError
-from .journal import REPLY_SCHEMA, Journal, cannot_write
+from .journal import REPLY_SCHEMA, Journal, cannot_write, keys_end, recorded_journals
 from .messages import SKIPPED_REASON
 from .protocols import CALL_COLUMNS, IMPORT_COLUMNS
 from .reconcile import ANSWERED, REJECTED, SKIPPED, STATUSES, UNANSWERED_STATUS, Ledger
@@ -138,20 +137,12 @@ def keep_partial_results(recorded: Path, results_path: Path) -> list[Path]:
 
     Rows read but without a reply are left out: whether they went out is not known.
     """
-    journals = [recorded] if recorded.name.endswith(".journal") else sorted(recorded.glob("*.journal"))
+    journals = recorded_journals(recorded)
     kept: list[Path] = []
-    for folder in journals:
-        meta = folder / "run.json"
-        if not meta.is_file():
-            continue
-        try:
-            doc = orjson.loads(meta.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        journal = Journal(folder, str(doc.get("run_id", "run")), doc.get("identity", {}))
+    for journal in journals:
         answered = journal.answered_rows()
         keys = sorted(journal.keys_dir.glob("*.parquet"))
-        rows = max(int(answered.max()) + 1 if len(answered) else 0, _rows_keyed(keys))  # type: ignore[arg-type]
+        rows = max(int(answered.max()) + 1 if len(answered) else 0, keys_end(journal.keys_dir))  # type: ignore[arg-type]
         if not rows:
             continue
         ledger = Ledger(state=bytearray(rows))
@@ -170,12 +161,6 @@ def keep_partial_results(recorded: Path, results_path: Path) -> list[Path]:
             write_results(known, out)
         kept.append(out)
     return kept
-
-
-def _rows_keyed(keys: list[Path]) -> int:
-    if not keys:
-        return 0
-    return int(pl.scan_parquet(keys).select(pl.col("row").max()).collect().item() or -1) + 1
 
 
 def _rejected_rows(keys: list[Path]) -> list[int]:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from bulk_import import ImportOptions, dry_run
 from bulk_import.cli import cli
 from bulk_import.results import COLUMNS
+from tests.helpers import dry_run_doc
 
 
 def test_dry_run_counts_reasons_and_shows_the_first_message(tmp_path: Path) -> None:
@@ -179,18 +180,12 @@ def test_dates_in_the_exports_own_format(tmp_path: Path) -> None:
     """--date-format/--datetime-format read a CRM's dates; a cell in another form rejects its row."""
     data = tmp_path / "c.csv"
     data.write_text("email,born,seen\na@b.c,31.12.1990,31.12.2024 23:59\nd@e.f,1990-12-31,01.01.2025 00:00\n")
-    summary = tmp_path / "s.json"
-    args = ["run", str(data), "--db", "1", "--dry-run", "--summary", str(summary)]
     typed = ["--type", "born:date", "--type", "seen:datetime"]
     formats = ["--date-format", "%d.%m.%Y", "--datetime-format", "%d.%m.%Y %H:%M"]
-    got = CliRunner().invoke(cli, [*args, *typed, *formats])
-    assert got.exit_code == 1, got.output
-    doc = orjson.loads(summary.read_bytes())
+    code, output, doc = dry_run_doc(data, *typed, *formats)
+    assert code == 1, output
     assert doc["first_message"]["data"] == {"born": "1990-12-31", "seen": "2024-12-31T23:59:00"}
     assert doc["examples"] == [{"row": 1, "reason": 'born: "1990-12-31" is not a date (%d.%m.%Y)'}]
-    iso = CliRunner().invoke(cli, [*args, *typed])
-    assert iso.exit_code == 1
-    assert orjson.loads(summary.read_bytes())["examples"][0] == {
-        "row": 0,
-        "reason": 'born: "31.12.1990" is not a date (YYYY-MM-DD)',
-    }
+    code, _, doc = dry_run_doc(data, *typed)
+    assert code == 1
+    assert doc["examples"][0] == {"row": 0, "reason": 'born: "31.12.1990" is not a date (YYYY-MM-DD)'}
