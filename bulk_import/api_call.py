@@ -19,7 +19,7 @@ from .config import BrokerSettings
 from .consumer import ReplyConsumer
 from .delivery import Tap
 from .journal import new_run_id
-from .messages import Reply, parse_request_id, request_id
+from .messages import Answers, parse_request_id, request_id
 from .protocols import Read
 
 
@@ -47,7 +47,7 @@ async def call_api(
             response = doc.get("body")
             if not got.done():
                 got.set_result(response if isinstance(response, dict) else {"body": response})
-            return owner_id, [(0, Reply(doc["request_id"], 0, "", "", ""))]
+            return owner_id, Answers((0,), (0,), ("",), ("",), "", doc["request_id"])
 
         consumer = ReplyConsumer(
             run_id,

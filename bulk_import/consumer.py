@@ -25,7 +25,7 @@ import aiormq
 
 from .delivery import Delivery, Settlements, Tap, untapped
 from .errors import QueueMissing
-from .messages import Reply
+from .messages import Answers
 from .protocols import Read, read_per_row
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ class Strangers:
 
 
 class ReplyConsumer:
-    """Consumes replies; ``on_replies`` gets the rows each of this run's answers, ``(row, reply)``
-    pairs (a batch's thousand at once), in delivery order.
+    """Consumes replies; ``on_replies`` gets the rows each of this run's answers as
+    :class:`Answers` (a batch's thousand at once), in delivery order.
 
     An exception from ``on_replies`` (a journal that cannot be written) stops the taking: it is
     kept in :attr:`failure` and ``on_failure`` is called, and what was not recorded stays unacked.
@@ -105,7 +105,7 @@ class ReplyConsumer:
         run_id: str,
         queue: str,
         *,
-        on_replies: Callable[[list[tuple[int, Reply]]], None],
+        on_replies: Callable[[Answers], None],
         before_ack: Callable[[], None],
         on_failure: Callable[[BaseException], None] = lambda exc: None,
         prefetch: int = 0,
@@ -202,7 +202,7 @@ class ReplyConsumer:
         else:
             held.append((now + hold, [delivery.delivery_tag]))
 
-    def take(self, replies: list[tuple[int, Reply]], delivery: Delivery) -> bool:
+    def take(self, replies: Answers, delivery: Delivery) -> bool:
         """Hand the rows one of this run's replies answers on; True when it is settled now (else
         see :meth:`settle`)."""
         self.on_replies(replies)

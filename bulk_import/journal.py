@@ -32,7 +32,7 @@ import orjson
 import polars as pl
 
 from .errors import InputError, LocalError
-from .messages import Reply
+from .messages import Answers, Reply
 
 REPLY_SCHEMA = pl.Schema(
     {
@@ -274,36 +274,33 @@ class Journal:
                     yield _reply_frame(data[:cut])
 
     def record_reply(self, row: int, reply: Reply) -> None:
-        self.record_replies([(row, reply)])
+        self.record_replies(Answers.of(row, reply))
 
-    def record_replies(self, replies: list[tuple[int, Reply]]) -> None:
+    def record_replies(self, answers: Answers) -> None:
         """One line for the rows of one reply: plain values for one row, columns for a batch's
         (which share its request id)."""
         assert self._replies is not None
-        first = replies[0][1]
         doc: dict[str, object]
-        if len(replies) == 1:
-            row = replies[0][0]
+        if len(answers) == 1:
             doc = {
-                "row": row,
-                "error": first.error,
-                "error_text": first.error_text,
-                "matching_field": first.matching_field,
-                "profile_id": first.profile_id,
+                "row": answers.rows[0],
+                "error": answers.error[0],
+                "error_text": answers.error_text[0],
+                "matching_field": answers.matching_field,
+                "profile_id": answers.profile_id[0],
             }
-            if first.response is not None:
-                doc["response"] = first.response
+            if answers.response is not None:
+                doc["response"] = answers.response
         else:
-            answers = [reply for _, reply in replies]
             doc = {
-                "row": [row for row, _ in replies],
-                "error": [r.error for r in answers],
-                "error_text": [r.error_text for r in answers],
-                "matching_field": [r.matching_field for r in answers],
-                "profile_id": [r.profile_id for r in answers],
+                "row": list(answers.rows),
+                "error": list(answers.error),
+                "error_text": list(answers.error_text),
+                "matching_field": [answers.matching_field] * len(answers),
+                "profile_id": list(answers.profile_id),
             }
-        if first.request_id is not None:
-            doc["request_id"] = first.request_id
+        if answers.request_id is not None:
+            doc["request_id"] = answers.request_id
         line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
         try:
             self._replies.write(line)

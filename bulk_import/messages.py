@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import orjson
@@ -571,6 +571,48 @@ class Reply:
     request_id: str | None = None
     #: An API call's whole response body, as JSON text.
     response: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """The rows one reply answers, a column per field: a batch's thousand rows are a few lists,
+    not a thousand objects, from the response to the ledger and the journal."""
+
+    rows: Sequence[int]
+    error: Sequence[int]
+    error_text: Sequence[str]
+    profile_id: Sequence[str]
+    matching_field: str
+    #: The ``request_id`` of the API request that carried the rows.
+    request_id: str | None = None
+    #: An API call's whole response body, as JSON text.
+    response: str | None = None
+
+    @classmethod
+    def of(cls, row: int, reply: Reply) -> Answers:
+        """One row's reply."""
+        return cls(
+            (row,),
+            (reply.error,),
+            (reply.error_text,),
+            (reply.profile_id,),
+            reply.matching_field,
+            reply.request_id,
+            reply.response,
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def only(self, keep: Sequence[int]) -> Answers:
+        """The answers at positions ``keep``."""
+        return replace(
+            self,
+            rows=[self.rows[i] for i in keep],
+            error=[self.error[i] for i in keep],
+            error_text=[self.error_text[i] for i in keep],
+            profile_id=[self.profile_id[i] for i in keep],
+        )
 
 
 class MalformedReply(ValueError):

@@ -43,7 +43,7 @@ from .errors import (
 from .frames import Wire, encode_messages
 from .journal import Journal, journal_dir, run_started
 from .lock import hold_run
-from .messages import Batch, Reply
+from .messages import Answers, Batch
 from .progress import Observer, Snapshot
 from .protocols import Batched, Outgoing, protocol_for
 from .publisher import Publisher, Returned
@@ -619,18 +619,20 @@ class Run:
             )
         )
 
-    def _on_replies(self, replies: list[tuple[int, Reply]]) -> None:
+    def _on_replies(self, answers: Answers) -> None:
         assert self.journal is not None
-        answer = self.ledger.answer
-        fresh = [pair for pair in replies if answer(pair[0])]
-        if fresh:
-            self.journal.record_replies(fresh)
-            self.replied.set()
-            if self.options.retry_errors:
-                codes, retryable = self.options.retry_errors, self.retryable
-                for row, reply in fresh:
-                    if reply.error in codes:
-                        retryable.add(row)
+        taken = self.ledger.answer_all(answers.rows)
+        if taken is not None:
+            if not taken:
+                return
+            answers = answers.only(taken)
+        self.journal.record_replies(answers)
+        self.replied.set()
+        if codes := self.options.retry_errors:
+            retryable = self.retryable
+            retryable.update(
+                row for row, error in zip(answers.rows, answers.error, strict=True) if error in codes
+            )
 
     async def _batches(self) -> AsyncIterator[_Prepared]:
         """Prepared batches, read and built in worker threads ahead of the caller."""

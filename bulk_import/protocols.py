@@ -28,9 +28,9 @@ import polars as pl
 from .calls import build_calls
 from .config import BrokerSettings, ImportOptions
 from .messages import (
+    Answers,
     Batch,
     MalformedReply,
-    Reply,
     build_batch,
     envelope,
     parse_feedback_id,
@@ -97,7 +97,7 @@ CALL_COLUMNS: Final = {
 
 #: What a reply says: whose it is (a run id, or None), and for this run the rows it answers
 #: (None when it is this run's but cannot be read).
-Read = tuple[str | None, list[tuple[int, Reply]] | None]
+Read = tuple[str | None, Answers | None]
 
 
 def _document(body: bytes) -> dict[str, Any] | None:
@@ -134,7 +134,7 @@ def read_per_row(body: bytes, run_id: str) -> Read:
     if owner != run_id:
         return owner, None
     try:
-        return owner, [(row, reply_from(doc))]
+        return owner, Answers.of(row, reply_from(doc))
     except MalformedReply:
         return owner, None
 
@@ -237,41 +237,30 @@ class Batched:
         except MalformedReply:
             return owner, None
 
-    def outcomes(
-        self, rid: str, first: int, count: int, response: dict[str, object]
-    ) -> list[tuple[int, Reply]]:
+    def outcomes(self, rid: str, first: int, count: int, response: dict[str, object]) -> Answers:
         """Each row's outcome: its item's result, or the request's own error for every row."""
         error = response.get("error", 0)
         results = response.get("result")
+        rows = range(first, first + count)
         if isinstance(error, int) and not isinstance(error, bool) and error != 0:
-            whole = Reply(rid, error, _text(response.get("error_text")), self.matching, "", rid)
-            return [(row, whole) for row in range(first, first + count)]
+            text = _text(response.get("error_text"))
+            return Answers(rows, [error] * count, [text] * count, [""] * count, self.matching, rid)
         if not isinstance(results, list) or len(results) != count:
             raise MalformedReply(f"expected {count} results, got {_size(results)}")
-        out: list[tuple[int, Reply]] = []
-        matching = self.matching
-        for row, item in zip(range(first, first + count), results, strict=True):
-            # A thousand of these a message: plain look-ups, not a dict merged for reply_from.
-            if type(item) is not dict:
-                raise MalformedReply("a result is not an object")
-            code = item.get("error", 0)
-            if type(code) is not int:
-                raise MalformedReply(f"error is {type(code).__name__}, not an integer")
-            text, profile = item.get("error_text"), item.get("profile_id")
-            out.append(
-                (
-                    row,
-                    Reply(
-                        rid,
-                        code,
-                        text if type(text) is str else _text(text),
-                        matching,
-                        profile if type(profile) is str else _text(profile),
-                        rid,
-                    ),
-                )
-            )
-        return out
+        if not all(type(item) is dict for item in results):
+            raise MalformedReply("a result is not an object")
+        # A thousand of these a message: a column at a time, and a closer look only when one is odd.
+        codes = [item.get("error", 0) for item in results]
+        texts = [item.get("error_text") for item in results]
+        profiles = [item.get("profile_id") for item in results]
+        if not all(type(code) is int for code in codes):
+            odd = next(code for code in codes if type(code) is not int)
+            raise MalformedReply(f"error is {type(odd).__name__}, not an integer")
+        if not all(type(text) is str for text in texts):
+            texts = [_text(text) for text in texts]
+        if not all(type(profile) is str for profile in profiles):
+            profiles = [_text(profile) for profile in profiles]
+        return Answers(rows, codes, texts, profiles, self.matching, rid)
 
 
 def _text(value: object) -> str:
@@ -307,7 +296,7 @@ class Calls(PerRow):
             return owner, None
         rid = doc["request_id"]
         text = _text(response.get("error_text"))
-        return owner, [(row, Reply(rid, error, text, "", "", rid, orjson.dumps(response).decode()))]
+        return owner, Answers((row,), (error,), (text,), ("",), "", rid, orjson.dumps(response).decode())
 
 
 Protocol = PerRow | Batched | Calls

@@ -63,7 +63,10 @@ def _span(rows: Sequence[int]) -> slice | None:
     if len(rows) < 2 or rows[-1] - rows[0] + 1 != len(rows):
         return None
     first = rows[0]
-    return slice(first, first + len(rows)) if list(rows) == list(range(first, first + len(rows))) else None
+    span = range(first, first + len(rows))
+    if first < 0 or (rows != span and list(rows) != list(span)):
+        return None
+    return slice(first, first + len(rows))
 
 
 def final_status(state: int, reply_error: int | None) -> Status:
@@ -154,6 +157,22 @@ class Ledger:
             if state[row] in (SENT, CONFIRMED):
                 state[row] = FAILED
                 self.awaiting -= 1
+
+    def answer_all(self, rows: Sequence[int]) -> list[int] | None:
+        """Record the replies of one message; None when every row was awaited (a batch's, almost
+        always: its rows move at once), else the positions of the rows :meth:`answer` took."""
+        state = self.state
+        if (span := _span(rows)) is not None:
+            part = state[span]
+            awaited = part.count(SENT) + part.count(CONFIRMED)
+            if awaited == len(rows):
+                state[span] = bytes((ANSWERED,)) * awaited
+                self.awaiting -= awaited
+                self.answered += awaited
+                return None
+        answer = self.answer
+        taken = [i for i, row in enumerate(rows) if answer(row)]
+        return None if len(taken) == len(rows) else taken
 
     def answer(self, row: int) -> bool:
         """Record a reply; False when the row was answered already, or is not one the run sent."""

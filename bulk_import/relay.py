@@ -30,7 +30,7 @@ import orjson
 
 from .consumer import ACK_INTERVAL_S, ConsumerCounts, ReplyConsumer
 from .delivery import Delivery
-from .messages import MalformedReply, Reply, parse_feedback_id, parse_reply
+from .messages import Answers, MalformedReply, parse_feedback_id, parse_reply
 from .progress import Snapshot
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class RelayedReplies:
         writer: asyncio.StreamWriter,
         run_id: str,
         *,
-        on_replies: Callable[[list[tuple[int, Reply]]], None],
+        on_replies: Callable[[Answers], None],
         before_ack: Callable[[], None],
         on_closed: Callable[[], None],
     ) -> None:
@@ -158,7 +158,7 @@ class RelayedReplies:
             self.counts.foreign += 1
             return
         self.counts.replies += 1
-        self.on_replies([(ours[1], reply)])
+        self.on_replies(Answers.of(ours[1], reply))
 
     async def flush_acks(self, *, final: bool = False) -> None:
         """Make the replies taken durable, then tell the coordinator it may ack them."""
@@ -195,8 +195,8 @@ class ShardRouter(ReplyConsumer):
         self.epoch += 1
         await super().attach(*args)  # type: ignore[arg-type]
 
-    def take(self, replies: list[tuple[int, Reply]], delivery: Delivery) -> bool:
-        shard = replies[0][0] % len(self.workers)
+    def take(self, replies: Answers, delivery: Delivery) -> bool:
+        shard = replies.rows[0] % len(self.workers)
         if shard in self.finished:
             self.late_duplicates += 1
             return True

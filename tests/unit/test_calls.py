@@ -95,9 +95,9 @@ def test_a_response_is_kept_whole_for_its_line() -> None:
     body = {"error": 404, "error_text": "Unknown API method", "extra": [1, 2]}
     owner, replies = calls().read(response("abc123-4-1", body), RUN)
     assert owner == RUN and replies is not None
-    [(row, reply)] = replies
-    assert row == 4 and reply.error == 404 and reply.error_text == "Unknown API method"
-    assert reply.request_id == "abc123-4-1" and orjson.loads(reply.response or "") == body
+    assert list(replies.rows) == [4] and replies.error == (404,)
+    assert replies.error_text == ("Unknown API method",)
+    assert replies.request_id == "abc123-4-1" and orjson.loads(replies.response or "") == body
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ async def acks_after_a_reconnect() -> tuple[list[tuple[int, bool]], list[int]]:
     consumer = ReplyConsumer(
         "run1",
         "results",
-        on_replies=lambda got: answered.extend(row for row, _ in got),
+        on_replies=lambda got: answered.extend(got.rows),
         before_ack=lambda: None,
     )
     tap = Tap()

@@ -67,17 +67,19 @@ def test_each_row_gets_its_item_result() -> None:
     results = [{"error": 0, "profile_id": "p10"}, {"error": 201, "error_text": "bad email"}]
     owner, got = protocol.read(response("run1-10-2", {"error": 0, "result": results}), "run1")
     assert owner == "run1" and got is not None
-    assert [(row, r.error, r.error_text, r.profile_id) for row, r in got] == [
+    assert list(zip(got.rows, got.error, got.error_text, got.profile_id, strict=True)) == [
         (10, 0, "", "p10"),
         (11, 201, "bad email", ""),
     ]
-    assert all(r.matching_field == "email" for _, r in got)
+    assert got.matching_field == "email" and got.request_id == "run1-10-2"
 
 
 def test_a_request_level_error_is_every_rows_error() -> None:
     _, got = batched().read(response("run1-5-3", {"error": 401, "error_text": "token required"}), "run1")
     assert got is not None
-    assert [(row, r.error, r.error_text) for row, r in got] == [(r, 401, "token required") for r in (5, 6, 7)]
+    assert list(zip(got.rows, got.error, got.error_text, got.profile_id, strict=True)) == [
+        (r, 401, "token required", "") for r in (5, 6, 7)
+    ]
 
 
 def test_replies_that_are_not_ours_or_cannot_be_read() -> None:
@@ -100,4 +102,4 @@ def test_per_row_messages_are_the_rows_themselves() -> None:
     assert out.counts is None and out.rows(0, 2) == [3, 4] and protocol.expand([3, 4]) == [3, 4]
     reply = orjson.dumps({"feedback_id": "r-3", "error": 0, "profile_id": "p"})
     owner, got = protocol.read(reply, "r")
-    assert owner == "r" and got is not None and got[0][0] == 3
+    assert owner == "r" and got is not None and list(got.rows) == [3] and got.profile_id == ("p",)

@@ -153,16 +153,20 @@ row_runs = st.one_of(
 @given(st.lists(st.tuples(st.sampled_from(["send", "confirm", "fail", "answer"]), row_runs), max_size=40))
 @example([("send", [0, 1]), ("fail", [1]), ("send", [0, 1, 2]), ("confirm", [0, 1, 2])])
 def test_runs_of_rows_move_like_single_rows(steps: list[tuple[str, list[int]]]) -> None:
-    """Sending or confirming a run of consecutive rows at once ends in the states row by row would."""
+    """Sending, confirming or answering a run of consecutive rows at once ends in the states row by row
+    would, and a message's answers are taken where single ones would be."""
     together, alone = Ledger(), Ledger()
     for event, rows in steps:
         if event == "answer":
-            for row in rows:
-                together.answer(row)
-                alone.answer(row)
+            taken = [i for i, row in enumerate(rows) if alone.answer(row)]
+            got = together.answer_all(
+                range(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else rows
+            )
+            assert got == (None if len(taken) == len(rows) else taken)
         elif event == "send" or max(rows) < len(together.state):
             getattr(together, event)(rows)
             for row in rows:
                 getattr(alone, event)([row])
     assert together.state == alone.state
     assert (together.awaiting, together.answered) == (alone.awaiting, alone.answered)
+    assert (together.duplicates, together.unexpected) == (alone.duplicates, alone.unexpected)

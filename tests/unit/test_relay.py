@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bulk_import.config import BrokerSettings, ImportOptions
 from bulk_import.delivery import Delivery
-from bulk_import.messages import parse_reply
+from bulk_import.messages import Answers, parse_reply
 from bulk_import.relay import (
     REPLIES,
     ShardRouter,
@@ -83,7 +83,7 @@ def test_router_acks_late_duplicates_of_finished_shards() -> None:
     reply = parse_reply(b'{"error":0,"feedback_id":"run1-4"}')
     late = Delivery(delivery_tag=7, redelivered=True, body=b"{}", header_frame=b"")
     fresh = Delivery(delivery_tag=8, redelivered=False, body=b"{}", header_frame=b"")
-    assert router.take([(4, reply)], late)
-    assert not router.take([(5, reply)], fresh)
+    assert router.take(Answers.of(4, reply), late)
+    assert not router.take(Answers.of(5, reply), fresh)
     assert router.late_duplicates == 1
     assert router._outbox == {2: [(8, b"{}")]}

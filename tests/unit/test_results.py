@@ -20,7 +20,7 @@ from bulk_import import journal as journal_module
 from bulk_import import results
 from bulk_import.errors import LocalError
 from bulk_import.journal import Journal
-from bulk_import.messages import Reply
+from bulk_import.messages import Answers, Reply
 from bulk_import.reconcile import ANSWERED, CONFIRMED, FAILED, REJECTED, Ledger, final_status
 
 STATES = [REJECTED, CONFIRMED, FAILED, ANSWERED]
@@ -248,7 +248,7 @@ def test_a_journal_of_single_rows_and_batches_reads_as_a_row_each(tmp_path: Path
     journal = Journal.open(tmp_path / "j", {"input": "x"}, resume=False)
     old = b'{"row":0,"error":0,"error_text":"ok","matching_field":"email","profile_id":"p0"}\n'
     journal.replies_path.write_bytes(old)
-    journal.record_replies([(r, Reply("run1-1-2", r, f"t{r}", "email", f"p{r}", "run1-1-2")) for r in (1, 2)])
+    journal.record_replies(Answers([1, 2], [1, 2], ["t1", "t2"], ["p1", "p2"], "email", "run1-1-2"))
     journal.record_reply(3, Reply("run1-3", 0, "", "email", "p3"))
     journal.close()
     got = pl.concat(list(journal.reply_blocks())).sort("row")
