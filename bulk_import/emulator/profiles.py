@@ -173,7 +173,9 @@ class _Database:
 
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_email: dict[str, str] = field(default_factory=dict)
-    by_phone: dict[str, str] = field(default_factory=dict)
+    #: Phone digits → profile id, from the first phone matching on (None before: a night matched
+    #: by email never pays for cleaning every profile's phones).
+    by_phone: dict[str, str] | None = None
     #: field name → key text → profile id; a field is indexed from its first custom matching on.
     by_custom: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -181,7 +183,7 @@ class _Database:
         """Add the profile's keys; a key another profile already holds stays with that one."""
         if email and (key := _email_key(profile)) is not None:
             self.by_email.setdefault(key, pid)
-        if phone:
+        if phone and self.by_phone is not None:
             for key in _phone_keys(profile):
                 self.by_phone.setdefault(key, pid)
 
@@ -189,10 +191,19 @@ class _Database:
         """Remove the profile's keys (only those that point to it)."""
         if email and (key := _email_key(profile)) is not None and self.by_email.get(key) == pid:
             del self.by_email[key]
-        if phone:
+        if phone and self.by_phone is not None:
             for key in _phone_keys(profile):
                 if self.by_phone.get(key) == pid:
                     del self.by_phone[key]
+
+    def phone_index(self) -> dict[str, str]:
+        """The phone index, built by one scan the first time phones are matched on."""
+        if self.by_phone is None:
+            self.by_phone = {}
+            for pid, profile in self.profiles.items():
+                for key in _phone_keys(profile):
+                    self.by_phone.setdefault(key, pid)
+        return self.by_phone
 
     def custom_index(self, name: str) -> dict[str, str]:
         """The index of a custom field, built by one scan the first time the field is matched on."""
@@ -307,8 +318,10 @@ class ProfileStore:
         return db
 
     def _next_id(self) -> str:
-        self._counter += 1
-        return f"{self._salt:08x}{((self._counter * _MIX) ^ self._salt) & _MASK64:016x}"
+        """``<salt, 8 hex digits><scrambled counter, 16 hex digits>``: 24 hex digits, as the platform's."""
+        self._counter = counter = self._counter + 1
+        salt = self._salt
+        return f"{salt:08x}" + (((counter * _MIX) ^ salt) & _MASK64).to_bytes(8, "big").hex()
 
     def apply(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Import one request (a parsed ``database_import`` body); the reply body as a dict."""
@@ -355,7 +368,7 @@ class ProfileStore:
             digits = normalize_phone(phone)
             if digits is None:
                 return error_reply(BAD_PHONE, fid, matching)
-            key, index = digits, db.by_phone
+            key, index = digits, db.phone_index()
         elif matching == "profile_id":
             pid = get("profile_id")
             if type(pid) is not str or not _PROFILE_ID_RE.fullmatch(pid):
@@ -420,8 +433,9 @@ class ProfileStore:
         ``database_import``.
         """
         db = self._db(account_id, db_id)
-        profiles, by_email, by_phone = db.profiles, db.by_email, db.by_phone
+        profiles, by_email = db.profiles, db.by_email
         how = _MATCHING_CODES[matching]
+        by_phone = db.phone_index() if how == _PHONE else by_email
         name = field_name
         by_field = db.custom_index(name) if how == _CUSTOM else by_email
         add, update_only = mode == ADD, mode == UPDATE

@@ -120,6 +120,18 @@ def test_phone_matches_digits_in_phones_or_phone(store: ProfileStore) -> None:
     assert len(store) == 3
 
 
+def test_phones_are_found_when_phone_matching_comes_late(store: ProfileStore) -> None:
+    """Profiles created and changed by email before any phone matching are found by their phones
+    as they are now: the old phone finds nothing, the new one the profile."""
+    first = ok(store.apply(req(email="a@b.c", data={"phones": ["+79001234567"]})))
+    second = ok(store.apply(req(email="d@e.f", data={"phone": "+79007654321"})))
+    assert ok(store.apply(req(email="a@b.c", data={"phones": ["+79005550000"]}))) == first
+    assert ok(store.apply(req("phone", phone="79005550000"))) == first
+    assert ok(store.apply(req("phone", phone="79007654321"))) == second
+    assert ok(store.apply(req("phone", phone="79001234567"))) not in (first, second)
+    assert len(store) == 3
+
+
 def test_custom_field_matches_its_value_as_text(store: ProfileStore) -> None:
     """Custom matching stores field_name=field_value; 123420 and "123420" are the same key."""
     created = ok(store.apply(req("custom", field_name="CRM_ID", field_value=123420, data={"x": 1})))
