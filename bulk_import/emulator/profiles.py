@@ -228,7 +228,9 @@ class ProfileStore:
         self.path = Path(path) if path is not None else None
         self._dbs: dict[tuple[int, int], _Database] = {}
         self._counter = 0
+        self._scrambled = 0
         self._salt = secrets.randbits(32) if seed is None else _salt_of(seed)
+        self._prefix = f"{self._salt:08x}"
         self._sql: sqlite3.Connection | None = None
         #: Created since the last flush: profile id → (counter, account_id, db_id, profile).
         self._new: dict[str, tuple[int, int, int, dict[str, Any]]] = {}
@@ -260,6 +262,8 @@ class ProfileStore:
             db.profiles[pid] = profile
             db.index(pid, profile, email=True, phone=True)
             self._counter = max(self._counter, seq)
+        self._scrambled = (self._counter * _MIX) & _MASK64
+        self._prefix = f"{self._salt:08x}"
 
     def flush(self) -> None:
         """Write the profiles created or changed since the last flush (one transaction)."""
@@ -318,10 +322,13 @@ class ProfileStore:
         return db
 
     def _next_id(self) -> str:
-        """``<salt, 8 hex digits><scrambled counter, 16 hex digits>``: 24 hex digits, as the platform's."""
-        self._counter = counter = self._counter + 1
-        salt = self._salt
-        return f"{salt:08x}" + (((counter * _MIX) ^ salt) & _MASK64).to_bytes(8, "big").hex()
+        """``<salt><counter × _MIX mod 2⁶⁴, xor salt>`` in 24 hex digits, as the platform's ids.
+
+        The product is carried from one id to the next by adding ``_MIX`` (no 128-bit multiply):
+        a million ids a run make this count."""
+        self._counter += 1
+        self._scrambled = scrambled = (self._scrambled + _MIX) & _MASK64
+        return self._prefix + (scrambled ^ self._salt).to_bytes(8, "big").hex()
 
     def apply(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Import one request (a parsed ``database_import`` body); the reply body as a dict."""
@@ -430,7 +437,7 @@ class ProfileStore:
         An item is a profile's fields, or ``{"data": {fields}}`` with the key beside ``data`` under
         the name a ``database_import`` request gives it (``email``, ``phone``, ``profile_id``,
         ``field_value``) or among the fields; either way the same key finds the same profile as
-        ``database_import``.
+        ``database_import``. The items are the store's afterwards: a new profile is its item's dict.
         """
         db = self._db(account_id, db_id)
         profiles, by_email = db.profiles, db.by_email
@@ -503,7 +510,7 @@ class ProfileStore:
             if update_only:
                 append(_item_error(NOT_FOUND_UPDATE_ONLY))
                 continue
-            profile = dict(fields)
+            profile = fields  # the message's own dict, parsed for this call: kept, not copied
             if how == _EMAIL:
                 profile["email"] = email
             elif how == _PHONE:
@@ -514,7 +521,7 @@ class ProfileStore:
                 profile["phones"] = kept
             else:
                 profile[name] = value
-            pid = create(db, account_id, db_id, profile)
+            pid = create(db, account_id, db_id, profile, email_indexed=how == _EMAIL)
             index[key] = pid  # the key was free: this profile now holds it
             append({"error": OK, "error_text": SUCCESS_TEXT, "profile_id": pid})
             succeeded += 1
@@ -539,10 +546,13 @@ class ProfileStore:
         self._update(db, pid, profile, fields)
         return _item_success(pid)
 
-    def _create(self, db: _Database, account_id: int, db_id: int, profile: dict[str, Any]) -> str:
+    def _create(
+        self, db: _Database, account_id: int, db_id: int, profile: dict[str, Any], *, email_indexed: bool = False
+    ) -> str:
+        """Store a new profile and index it (``email_indexed``: its email is the caller's to index)."""
         pid = self._next_id()
         db.profiles[pid] = profile
-        db.index(pid, profile, email=True, phone=True)
+        db.index(pid, profile, email=not email_indexed, phone=True)
         for name, index in db.by_custom.items():
             key = custom_key(profile.get(name))
             if key is not None:
