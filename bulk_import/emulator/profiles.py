@@ -322,7 +322,7 @@ class ProfileStore:
         return db
 
     def _next_id(self) -> str:
-        """``<salt><counter × _MIX mod 2⁶⁴, xor salt>`` in 24 hex digits, as the platform's ids.
+        """``<salt><counter * _MIX mod 2**64, xor salt>`` in 24 hex digits, as the platform's ids.
 
         The product is carried from one id to the next by adding ``_MIX`` (no 128-bit multiply):
         a million ids a run make this count."""
@@ -547,7 +547,13 @@ class ProfileStore:
         return _item_success(pid)
 
     def _create(
-        self, db: _Database, account_id: int, db_id: int, profile: dict[str, Any], *, email_indexed: bool = False
+        self,
+        db: _Database,
+        account_id: int,
+        db_id: int,
+        profile: dict[str, Any],
+        *,
+        email_indexed: bool = False,
     ) -> str:
         """Store a new profile and index it (``email_indexed``: its email is the caller's to index)."""
         pid = self._next_id()
