@@ -27,6 +27,8 @@ from .config import (
     DEFAULT_API_QUEUE,
     DEFAULT_API_RESULT_QUEUE,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_PENDING,
+    PENDING_BATCHES,
     DEFAULT_QUEUE,
     DEFAULT_RESULT_QUEUE,
     DEFAULT_RESULT_TTL_S,
@@ -175,9 +177,9 @@ run_options = option_group(
     click.option(
         "--max-pending",
         type=int,
-        default=8192,
-        show_default=True,
-        help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit).",
+        default=None,
+        help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit) "
+        f"[default: {DEFAULT_MAX_PENDING}; with --via api, {PENDING_BATCHES} batches' rows].",
     ),
     click.option(
         "--drain-timeout",

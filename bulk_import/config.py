@@ -37,6 +37,11 @@ RESERVED_PREFIX = "bulk_import_"
 BATCH_ROWS = 32_768
 #: Rows per api_req message (``--batch-size``): chosen from the bench's sweep (benchmarks/run.py, phase 8).
 DEFAULT_BATCH_SIZE = 1000
+#: Rows sent and not yet answered, at most, unless ``--max-pending`` says otherwise.
+DEFAULT_MAX_PENDING = 8192
+#: With ``--via api``, the default bound is this many batches' rows: a batch is one job for the
+#: platform, and fewer than this in flight leave the client and the platform waiting on each other.
+PENDING_BATCHES = 16
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:
@@ -158,7 +163,8 @@ class ImportOptions:
     window: int = 4096
     #: Rows sent and not yet answered, at most: what a crash or SIGTERM can leave in flight.
     #: 0 publishes without waiting for replies (replies read elsewhere, or measuring the broker).
-    max_pending: int = 8192
+    #: None: :attr:`pending_limit` chooses.
+    max_pending: int | None = None
     #: Seconds without any reply, once everything is published, before the rest are ``no_reply``.
     reply_timeout: float = 60.0
     results_path: Path | None = None
@@ -221,6 +227,13 @@ class ImportOptions:
     #: The API token every ``api_req`` body carries; never printed.
     api_token: str | None = field(default=None, repr=False)
 
+    @property
+    def pending_limit(self) -> int:
+        """``max_pending``, or its default for the way rows are sent."""
+        if self.max_pending is not None:
+            return self.max_pending
+        return PENDING_BATCHES * self.batch_size if self.via == "api" else DEFAULT_MAX_PENDING
+
     def __post_init__(self) -> None:
         if self.matching not in MATCHINGS:
             raise InputError(f"unknown matching {self.matching!r}; use one of {', '.join(MATCHINGS)}")
@@ -230,7 +243,7 @@ class ImportOptions:
             raise InputError("--field only applies to --matching custom")
         if self.window < 1:
             raise InputError("--window must be at least 1")
-        if self.max_pending < 0:
+        if self.max_pending is not None and self.max_pending < 0:
             raise InputError("--max-pending must be 0 (no limit) or more")
         if self.batch_rows < 1:
             raise InputError("the batch size must be at least 1")

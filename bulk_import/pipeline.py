@@ -680,7 +680,7 @@ class Run:
     async def _publish_all(self) -> None:
         publisher = self.publisher
         assert publisher is not None
-        limit = self.options.max_pending
+        limit = self.options.pending_limit
         async for p in self._batches():
             self.rows_read = p.end_row
             self.ledger.reject(p.rejected_rows)
