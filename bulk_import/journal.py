@@ -47,6 +47,10 @@ REPLY_SCHEMA = pl.Schema(
 )
 #: The columns a line of several rows lists, a value per row (its request id is the line's).
 _LISTED = ("row", "error", "error_text", "matching_field", "profile_id")
+#: A line of several rows as polars reads it.
+_LISTED_SCHEMA = pl.Schema(
+    {name: pl.List(REPLY_SCHEMA[name]) if name in _LISTED else REPLY_SCHEMA[name] for name in REPLY_SCHEMA}
+)
 #: How a line of several rows begins; a line of one row has plain values.
 _ROWS_LINE = b'{"row":['
 
@@ -383,27 +387,31 @@ _OPTION_NAMES = {
 
 
 def _reply_frame(lines: bytes) -> pl.DataFrame:
-    """Whole lines of ``replies.ndjson`` as a frame of a row each.
+    """Whole lines of ``replies.ndjson`` as a frame of a row each, in the order they were recorded
+    (a row sent again is answered by its last line).
 
-    Lines of one row are read by polars; a batch's lines (a thousand rows each, so few) by orjson.
+    A batch's lines hold a list per column: polars reads them as lists and explodes them.
     """
     if _ROWS_LINE not in lines:
         return pl.read_ndjson(io.BytesIO(lines), schema=REPLY_SCHEMA)
     split = lines.splitlines(keepends=True)
-    single = b"".join(line for line in split if not line.startswith(_ROWS_LINE))
-    columns: dict[str, list[Any]] = {name: [] for name in REPLY_SCHEMA.names()}
-    for line in split:
-        if line.startswith(_ROWS_LINE):
-            doc = orjson.loads(line)
-            for name in _LISTED:
-                columns[name].extend(doc[name])
-            count = len(doc["row"])
-            columns["request_id"].extend([doc.get("request_id")] * count)
-            columns["response"].extend([None] * count)
-    batched = pl.DataFrame(columns, schema=REPLY_SCHEMA)
-    if not single:
-        return batched
-    return pl.concat([pl.read_ndjson(io.BytesIO(single), schema=REPLY_SCHEMA), batched])
+    is_listed = [line.startswith(_ROWS_LINE) for line in split]
+    listed = b"".join(line for line, many in zip(split, is_listed, strict=True) if many)
+    batched = (
+        pl.read_ndjson(io.BytesIO(listed), schema=_LISTED_SCHEMA)
+        .with_columns(_line=pl.Series([i for i, many in enumerate(is_listed) if many], dtype=pl.Int64))
+        .explode(_LISTED)
+        .with_columns(response=pl.lit(None, pl.String))
+    )
+    if all(is_listed):
+        return batched.select(REPLY_SCHEMA.names())
+    single = b"".join(line for line, many in zip(split, is_listed, strict=True) if not many)
+    singles = pl.read_ndjson(io.BytesIO(single), schema=REPLY_SCHEMA).with_columns(
+        _line=pl.Series([i for i, many in enumerate(is_listed) if not many], dtype=pl.Int64)
+    )
+    return (
+        pl.concat([singles, batched.select(singles.columns)]).sort("_line", maintain_order=True).drop("_line")
+    )
 
 
 def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -258,6 +258,20 @@ def test_a_journal_of_single_rows_and_batches_reads_as_a_row_each(tmp_path: Path
     assert got["error"].to_list() == [0, 1, 2, 0]
 
 
+def test_replies_read_back_in_the_order_they_were_recorded(tmp_path: Path) -> None:
+    """Lines of one row and lines of a batch interleaved come back in the journal's order, so a row
+    sent again alone after its batch (or in a batch after alone) ends with its latest reply."""
+    journal = Journal.open(tmp_path / "j", {"input": "x"}, resume=False)
+    journal.record_reply(5, Reply("run1-5", 503, "busy", "email", ""))
+    journal.record_replies(Answers([4, 5], [503, 0], ["busy", ""], ["", "p5"], "email", "run1-4-2"))
+    journal.record_reply(4, Reply("run1-4", 0, "", "email", "p4"))
+    journal.close()
+    got = pl.concat(list(journal.reply_blocks()))
+    assert list(zip(got["row"], got["error"], strict=True)) == [(5, 503), (4, 503), (5, 0), (4, 0)]
+    latest = got.unique("row", keep="last", maintain_order=True).sort("row")
+    assert latest["profile_id"].to_list() == ["p4", "p5"]
+
+
 def test_a_row_sent_again_has_its_latest_reply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--retry-errors: the reply recorded last wins, across the journal's blocks and many of them."""
     monkeypatch.setattr(journal_module, "REPLY_BLOCK_BYTES", 200)
