@@ -11,6 +11,7 @@ When it cannot be written (disk full), no temporary file is left, the journal is
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -66,24 +67,41 @@ def write_run_results(
         tempfile.TemporaryDirectory(dir=journal.path, prefix="results-") as folder,
     ):
         spill = Path(folder)
-        for i, block in enumerate(journal.reply_blocks()):
-            ranged = block.with_columns(_range=pl.col("row") // RANGE_ROWS)
-            for (index,), part in ranged.partition_by("_range", as_dict=True).items():
-                part.drop("_range").write_parquet(spill / f"{index}-{i:08}.parquet")
+        blocks = journal.reply_blocks()
+        held = list(itertools.islice(blocks, 2))
+        # A journal of one block (a small run) is split in memory; a larger one through the disk.
+        in_memory = _by_range(held[0]) if len(held) == 1 else {}
+        for i, block in enumerate(itertools.chain(held, blocks) if len(held) > 1 else ()):
+            for index, part in _by_range(block).items():
+                part.write_parquet(spill / f"{index}-{i:08}.parquet")
         key_files = sorted(journal.keys_dir.glob("*.parquet"))
         firsts = [int(f.stem) for f in key_files]
         ends = [*firsts[1:], rows]
+
+        def replies_of(index: int) -> pl.LazyFrame:
+            if index in in_memory:
+                return in_memory[index].lazy()
+            files = sorted(spill.glob(f"{index}-*.parquet"))
+            return pl.scan_parquet(files) if files else pl.LazyFrame(schema=REPLY_SCHEMA)
 
         def ranges() -> Iterator[pl.DataFrame]:
             for start in range(0, rows, RANGE_ROWS):
                 end = min(rows, start + RANGE_ROWS)
                 keys = [f for f, a, b in zip(key_files, firsts, ends, strict=True) if a < end and b > start]
-                replies = sorted(spill.glob(f"{start // RANGE_ROWS}-*.parquet"))
+                replies = replies_of(start // RANGE_ROWS)
                 frame = _range_frame(journal.run_id, ledger, start, end, keys, replies, shard)
                 yield frame.select(named(shown))
 
         shown = columns or dict(zip(COLUMNS, COLUMNS, strict=True))
         return write_frames(ranges(), path, list(shown.values()))
+
+
+def _by_range(block: pl.DataFrame) -> dict[int, pl.DataFrame]:
+    """A block of replies split by the range of rows each falls in, in the order recorded."""
+    ranged = block.with_columns(_range=pl.col("row") // RANGE_ROWS)
+    return {
+        index: part.drop("_range") for (index,), part in ranged.partition_by("_range", as_dict=True).items()
+    }
 
 
 def _range_frame(
@@ -92,12 +110,11 @@ def _range_frame(
     start: int,
     end: int,
     key_files: list[Path],
-    reply_files: list[Path],
+    replies: pl.LazyFrame,
     shard: tuple[int, int] | None,
 ) -> pl.DataFrame:
     """The results of rows ``start`` to ``end``."""
     keys = pl.scan_parquet(key_files) if key_files else pl.LazyFrame(schema=_KEYS_SCHEMA)
-    replies = pl.scan_parquet(reply_files) if reply_files else pl.LazyFrame(schema=REPLY_SCHEMA)
     state = bytes(ledger.state[start:end]).ljust(end - start, b"\0")
     states = pl.LazyFrame(
         {
