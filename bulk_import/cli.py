@@ -35,6 +35,7 @@ from .config import (
     ON_DUPLICATE_KEY,
     ON_UNFINISHED,
     PASSWORD_FILE_ENV,
+    PENDING_API_ROWS,
     PENDING_BATCHES,
     BrokerSettings,
     ImportOptions,
@@ -179,7 +180,8 @@ run_options = option_group(
         type=int,
         default=None,
         help="Rows sent and not yet answered, at most: what a crash can leave to send again (0: no limit) "
-        f"[default: {DEFAULT_MAX_PENDING}; with --via api, {PENDING_BATCHES} batches' rows].",
+        f"[default: {DEFAULT_MAX_PENDING}; with --via api, {PENDING_BATCHES} batches' rows, "
+        f"at least {PENDING_API_ROWS}].",
     ),
     click.option(
         "--drain-timeout",

@@ -36,12 +36,14 @@ RESERVED_PREFIX = "bulk_import_"
 #: Parquet rows per batch: a few batches in flight on every core keep a run under 250 MB.
 BATCH_ROWS = 32_768
 #: Rows per api_req message (``--batch-size``): chosen from the bench's sweep (benchmarks/run.py, phase 8).
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 5000
 #: Rows sent and not yet answered, at most, unless ``--max-pending`` says otherwise.
 DEFAULT_MAX_PENDING = 8192
-#: With ``--via api``, the default bound is this many batches' rows: a batch is one job for the
-#: platform, and fewer than this in flight leave the client and the platform waiting on each other.
-PENDING_BATCHES = 16
+#: With ``--via api``, the default bound is this many batches' rows, and at least
+#: :data:`PENDING_API_ROWS`: a batch is one job for the platform, and with fewer in flight the client
+#: and the platform wait on each other.
+PENDING_BATCHES = 8
+PENDING_API_ROWS = 16_384
 
 
 def _split_userinfo(url: str) -> tuple[str, str, str] | None:
@@ -232,7 +234,9 @@ class ImportOptions:
         """``max_pending``, or its default for the way rows are sent."""
         if self.max_pending is not None:
             return self.max_pending
-        return PENDING_BATCHES * self.batch_size if self.via == "api" else DEFAULT_MAX_PENDING
+        if self.via == "api":
+            return max(PENDING_BATCHES * self.batch_size, PENDING_API_ROWS)
+        return DEFAULT_MAX_PENDING
 
     def __post_init__(self) -> None:
         if self.matching not in MATCHINGS:

@@ -558,11 +558,13 @@ class ProfileStore:
         """Store a new profile and index it (``email_indexed``: its email is the caller's to index)."""
         pid = self._next_id()
         db.profiles[pid] = profile
-        db.index(pid, profile, email=not email_indexed, phone=True)
-        for name, index in db.by_custom.items():
-            key = custom_key(profile.get(name))
-            if key is not None:
-                index.setdefault(key, pid)
+        if not email_indexed or db.by_phone is not None:  # else there is nothing more to index
+            db.index(pid, profile, email=not email_indexed, phone=True)
+        if db.by_custom:
+            for name, index in db.by_custom.items():
+                key = custom_key(profile.get(name))
+                if key is not None:
+                    index.setdefault(key, pid)
         if self._sql is not None:
             self._new[pid] = (self._counter, account_id, db_id, profile)
             self._maybe_flush()

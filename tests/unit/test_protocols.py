@@ -106,9 +106,10 @@ def test_per_row_messages_are_the_rows_themselves() -> None:
 
 
 def test_the_pending_bound_is_rows_or_batches_unless_given() -> None:
-    """--max-pending defaults to 8192 rows, and to sixteen batches' rows with --via api."""
+    """--max-pending defaults to 8192 rows, and to eight batches' rows (at least 16,384) with --via api."""
     assert ImportOptions(db_id=1).pending_limit == 8192
-    assert ImportOptions(db_id=1, via="api", api_token="T").pending_limit == 16_000
-    assert ImportOptions(db_id=1, via="api", api_token="T", batch_size=5000).pending_limit == 80_000
+    assert ImportOptions(db_id=1, via="api", api_token="T").pending_limit == 40_000
+    assert ImportOptions(db_id=1, via="api", api_token="T", batch_size=1000).pending_limit == 16_384
+    assert ImportOptions(db_id=1, via="api", api_token="T", batch_size=10_000).pending_limit == 80_000
     assert ImportOptions(db_id=1, via="api", api_token="T", max_pending=0).pending_limit == 0
     assert ImportOptions(db_id=1, max_pending=100).pending_limit == 100
