@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -45,19 +45,18 @@ REPLY_SCHEMA = pl.Schema(
         "response": pl.String(),
     }
 )
-#: The columns a line of several rows lists, a value per row (its request id is the line's).
+#: The columns of a line of several rows: each a list, a value per row, or one value for them all
+#: (its request id is the line's).
 _LISTED = ("row", "error", "error_text", "matching_field", "profile_id")
-#: A line of several rows as polars reads it.
-_LISTED_SCHEMA = pl.Schema(
-    {name: pl.List(REPLY_SCHEMA[name]) if name in _LISTED else REPLY_SCHEMA[name] for name in REPLY_SCHEMA}
-)
-#: How a line of several rows begins; a line of one row has plain values.
+#: How a line of one row begins (its values plain); a line of several rows begins with its rows'
+#: ``first`` and ``count``, or with their list.
+_ROW_LINE = b'{"row":'
 _ROWS_LINE = b'{"row":['
 
 FSYNC_INTERVAL_S = 1.0
-#: Bytes of ``replies.ndjson`` parsed at once (a few hundred thousand replies): bounds the memory
-#: of reading back a run of any size.
-REPLY_BLOCK_BYTES = 4 << 20
+#: Bytes of ``replies.ndjson`` parsed at once (twenty thousand replies of one row, some seventy
+#: thousand in batch lines): bounds the memory of reading back a run of any size.
+REPLY_BLOCK_BYTES = 2 << 20
 
 
 def journal_dir(results_path: Path) -> Path:
@@ -296,13 +295,12 @@ class Journal:
             if answers.response is not None:
                 doc["response"] = answers.response
         else:
-            doc = {
-                "row": list(answers.rows),
-                "error": list(answers.error),
-                "error_text": list(answers.error_text),
-                "matching_field": [answers.matching_field] * len(answers),
-                "profile_id": list(answers.profile_id),
-            }
+            rows = answers.rows
+            doc = {"first": rows[0], "count": len(rows)} if _span_of(rows) else {"row": list(rows)}
+            doc["error"] = _column(answers.error)
+            doc["error_text"] = _column(answers.error_text)
+            doc["matching_field"] = answers.matching_field
+            doc["profile_id"] = list(answers.profile_id)
         if answers.request_id is not None:
             doc["request_id"] = answers.request_id
         line = orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
@@ -386,32 +384,62 @@ _OPTION_NAMES = {
 }
 
 
+def _span_of(rows: Sequence[int]) -> bool:
+    """Whether ``rows`` are consecutive and ascending (a batch's always are)."""
+    span = range(rows[0], rows[0] + len(rows))
+    return rows == span or list(rows) == list(span)
+
+
+def _column(values: Sequence[Any]) -> Any:
+    """A batch's column as one value when every row has it (a batch answered ok: one code, one
+    text), else the list."""
+    first = values[0]
+    return first if all(value == first for value in values) else list(values)
+
+
+def _rows_frame(line: bytes) -> pl.DataFrame:
+    """A line of several rows: its rows as ``first``/``count`` (or a list), each column a list or,
+    shared by every row, one value."""
+    doc = orjson.loads(line)
+    rows = doc.get("row")
+    if not isinstance(rows, list):
+        rows = range(doc["first"], doc["first"] + doc["count"])
+    listed = {name: doc[name] for name in _LISTED[1:] if isinstance(doc.get(name), list)}
+    shared = [
+        pl.lit(doc.get(name), REPLY_SCHEMA[name]).alias(name) for name in _LISTED[1:] if name not in listed
+    ]
+    frame = pl.DataFrame(
+        {"row": rows, **listed}, schema={name: REPLY_SCHEMA[name] for name in ["row", *listed]}
+    )
+    return frame.with_columns(
+        *shared,
+        request_id=pl.lit(doc.get("request_id"), pl.String),
+        response=pl.lit(None, pl.String),
+    ).select(REPLY_SCHEMA.names())
+
+
 def _reply_frame(lines: bytes) -> pl.DataFrame:
     """Whole lines of ``replies.ndjson`` as a frame of a row each, in the order they were recorded
     (a row sent again is answered by its last line).
 
-    A batch's lines hold a list per column: polars reads them as lists and explodes them.
+    Lines of one row are read by polars, a batch's (a few thousand rows each, so few) one by one.
     """
-    if _ROWS_LINE not in lines:
-        return pl.read_ndjson(io.BytesIO(lines), schema=REPLY_SCHEMA)
     split = lines.splitlines(keepends=True)
-    is_listed = [line.startswith(_ROWS_LINE) for line in split]
-    listed = b"".join(line for line, many in zip(split, is_listed, strict=True) if many)
-    batched = (
-        pl.read_ndjson(io.BytesIO(listed), schema=_LISTED_SCHEMA)
-        .with_columns(_line=pl.Series([i for i, many in enumerate(is_listed) if many], dtype=pl.Int64))
-        .explode(_LISTED)
-        .with_columns(response=pl.lit(None, pl.String))
+    many = [not line.startswith(_ROW_LINE) or line.startswith(_ROWS_LINE) for line in split]
+    if not any(many):
+        return pl.read_ndjson(io.BytesIO(lines), schema=REPLY_SCHEMA)
+    frames = [_rows_frame(line) for line, several in zip(split, many, strict=True) if several]
+    if all(many):
+        return pl.concat(frames)
+    numbers = [i for i, several in enumerate(many) if several]
+    batched = pl.concat(
+        [frame.with_columns(_line=pl.lit(n, pl.Int64)) for n, frame in zip(numbers, frames, strict=True)]
     )
-    if all(is_listed):
-        return batched.select(REPLY_SCHEMA.names())
-    single = b"".join(line for line, many in zip(split, is_listed, strict=True) if not many)
+    single = b"".join(line for line, several in zip(split, many, strict=True) if not several)
     singles = pl.read_ndjson(io.BytesIO(single), schema=REPLY_SCHEMA).with_columns(
-        _line=pl.Series([i for i, many in enumerate(is_listed) if not many], dtype=pl.Int64)
+        _line=pl.Series([i for i, several in enumerate(many) if not several], dtype=pl.Int64)
     )
-    return (
-        pl.concat([singles, batched.select(singles.columns)]).sort("_line", maintain_order=True).drop("_line")
-    )
+    return pl.concat([singles, batched]).sort("_line", maintain_order=True).drop("_line")
 
 
 def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -250,12 +250,26 @@ def test_a_journal_of_single_rows_and_batches_reads_as_a_row_each(tmp_path: Path
     journal.replies_path.write_bytes(old)
     journal.record_replies(Answers([1, 2], [1, 2], ["t1", "t2"], ["p1", "p2"], "email", "run1-1-2"))
     journal.record_reply(3, Reply("run1-3", 0, "", "email", "p3"))
+    journal.record_replies(Answers(range(4, 7), [0] * 3, ["ok"] * 3, ["p4", "p5", "p6"], "email", "run1-4-3"))
     journal.close()
+    # A batch's line of lists, as earlier versions wrote them, reads back too.
+    with journal.replies_path.open("ab") as fh:
+        fh.write(b'{"row":[8,7],"error":[0,0],"error_text":["",""],"matching_field":["email","email"],')
+        fh.write(b'"profile_id":["p8","p7"],"request_id":"run1-7-2"}\n')
     got = pl.concat(list(journal.reply_blocks())).sort("row")
-    assert got["row"].to_list() == [0, 1, 2, 3]
-    assert got["profile_id"].to_list() == ["p0", "p1", "p2", "p3"]
-    assert got["request_id"].to_list() == [None, "run1-1-2", "run1-1-2", None]
-    assert got["error"].to_list() == [0, 1, 2, 0]
+    assert got["row"].to_list() == list(range(9))
+    assert got["profile_id"].to_list() == [f"p{r}" for r in range(9)]
+    assert got["request_id"].to_list() == [
+        None,
+        "run1-1-2",
+        "run1-1-2",
+        None,
+        *["run1-4-3"] * 3,
+        *["run1-7-2"] * 2,
+    ]
+    assert got["error"].to_list() == [0, 1, 2, 0, 0, 0, 0, 0, 0]
+    assert got["error_text"].to_list()[4:7] == ["ok"] * 3 and set(got["matching_field"]) == {"email"}
+    assert b'"first":4,"count":3,"error":0,"error_text":"ok"' in journal.replies_path.read_bytes()
 
 
 def test_replies_read_back_in_the_order_they_were_recorded(tmp_path: Path) -> None:
