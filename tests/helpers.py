@@ -201,9 +201,12 @@ def replies_recorded(results: Path) -> int:
     for journal in journals:
         with contextlib.suppress(FileNotFoundError):
             data = (journal / "replies.ndjson").read_bytes()
-            # A line is one row, or a batch's rows listed; a half-written last line is not counted.
-            rows = (orjson.loads(line)["row"] for line in data.split(b"\n")[:-1])
-            count += sum(len(row) if isinstance(row, list) else 1 for row in rows)
+            # A line is one row, or a batch's rows (first and count, or listed); a half-written last
+            # line is not counted.
+            for line in data.split(b"\n")[:-1]:
+                doc = orjson.loads(line)
+                row = doc.get("row")
+                count += doc["count"] if row is None else len(row) if isinstance(row, list) else 1
     return count
 
 
