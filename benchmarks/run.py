@@ -889,7 +889,8 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
         f"writes; prefetch {max(256, plan.window)} as in a run",
         8: "batched: `bulk-import run --via api` on api_req queues of its own; publish-only as phase 2 "
         "(the queue holds N / batch size messages), end to end as phase 5 with the stand-in serving "
-        "api_req. Rows/s are set against phase 2's msg/s (a message per row there) and phase 5's rows/s",
+        "api_req (so --max-pending is eight batches' rows). Rows/s are set against phase 2's msg/s (a "
+        "message per row there) and phase 5's rows/s",
         7: "peak RSS: ru_maxrss of a process that only reads and builds the whole file (read_build.py), "
         "or only writes the results file of a finished run from its journal (results_file.py: every "
         "row answered, replies in shuffled order), or of `bulk-import run` over the whole CSV with the "
