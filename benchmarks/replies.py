@@ -22,6 +22,7 @@ import uvloop
 
 from bulk_import.config import BrokerSettings
 from bulk_import.consumer import ReplyConsumer
+from bulk_import.messages import Answers
 from bulk_import.pipeline import Session
 from bulk_import.publisher import Publisher
 from bulk_import.reconcile import Ledger
@@ -64,9 +65,8 @@ async def consume(args: argparse.Namespace) -> dict[str, Any]:
     ledger.send(range(args.count))
     done = asyncio.Event()
 
-    def on_replies(replies: list[tuple[int, object]]) -> None:
-        for row, _reply in replies:
-            ledger.answer(row)
+    def on_replies(answers: Answers) -> None:
+        ledger.answer_all(answers.rows)
         if ledger.awaiting == 0:
             done.set()
 
