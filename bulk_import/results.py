@@ -41,6 +41,8 @@ def default_results_path(input_path: Path) -> Path:
 
 #: Rows of the results file built at once: what writing it holds in memory, whatever the run's size.
 RANGE_ROWS = 1 << 15
+#: A journal of at most this many blocks of replies is read into memory, not spilled to disk.
+IN_MEMORY_BLOCKS = 2
 #: States of rows that never went out: they have no feedback id.
 NEVER_SENT = (REJECTED, SKIPPED)
 _KEYS_SCHEMA = pl.Schema({"row": pl.Int64(), "key": pl.String(), "reason": pl.String()})
@@ -68,10 +70,11 @@ def write_run_results(
     ):
         spill = Path(folder)
         blocks = journal.reply_blocks()
-        held = list(itertools.islice(blocks, 2))
-        # A journal of one block (a small run) is split in memory; a larger one through the disk.
-        in_memory = _by_range(held[0]) if len(held) == 1 else {}
-        for i, block in enumerate(itertools.chain(held, blocks) if len(held) > 1 else ()):
+        held = list(itertools.islice(blocks, IN_MEMORY_BLOCKS + 1))
+        # A journal of a few blocks (a small run) is split in memory; a larger one through the disk.
+        small = len(held) <= IN_MEMORY_BLOCKS
+        in_memory = _by_range(pl.concat(held)) if small and held else {}
+        for i, block in enumerate(() if small else itertools.chain(held, blocks)):
             for index, part in _by_range(block).items():
                 part.write_parquet(spill / f"{index}-{i:08}.parquet")
         key_files = sorted(journal.keys_dir.glob("*.parquet"))
