@@ -34,6 +34,9 @@ T = TypeVar("T")
 
 #: ~33k rows of a typical export: big enough for polars to be fast, small enough for ≤ 250 MB.
 CSV_BLOCK_BYTES = 3 << 20
+#: A run's first batch is this small (a CSV's first block an eighth of the others): its first
+#: messages go out, and the platform starts on them, while the rest of the file is read.
+FIRST_BATCH_ROWS = 4096
 #: The first read for the header; each further one is twice the last.
 HEADER_READ = 64 << 10
 BOM = b"\xef\xbb\xbf"
@@ -230,8 +233,13 @@ class Source:
         scan = pl.scan_parquet(self.path)
         if columns is not None:
             scan = scan.select(columns)
-        offsets = range(start_row, self.total_rows or 0, self.batch_rows)
-        reads = (partial(_parquet_slice, self.path, scan, offset, self.batch_rows) for offset in offsets)
+        total = self.total_rows or 0
+        first = self.batch_rows if columns is not None else min(FIRST_BATCH_ROWS, self.batch_rows)
+        starts = [start_row, *range(start_row + first, total, self.batch_rows)] if start_row < total else []
+        ends = [*starts[1:], total]
+        reads = (
+            partial(_parquet_slice, self.path, scan, a, b - a) for a, b in zip(starts, ends, strict=True)
+        )
         yield from ahead(pool, reads, depth=1)
 
     def _csv_batches(
@@ -240,7 +248,8 @@ class Source:
         row = 0
         with open_text(self.path, self.encoding) as fh:
             header, rest = _read_header(fh, self.path)
-            blocks = _csv_blocks(fh, self.path, rest)
+            first = CSV_BLOCK_BYTES if columns is not None else max(1, CSV_BLOCK_BYTES // 8)
+            blocks = _csv_blocks(fh, self.path, rest, first)
             parse = partial(self._parse_csv, columns=columns)
             sizes: deque[int] = deque()
 
@@ -561,11 +570,15 @@ def _unix_line_ends(data: bytes) -> bytes:
     return b'"'.join(parts)
 
 
-def _csv_blocks(fh: BinaryIO, path: Path, carry: bytes = b"") -> Iterator[bytes]:
+def _csv_blocks(
+    fh: BinaryIO, path: Path, carry: bytes = b"", first: int = CSV_BLOCK_BYTES
+) -> Iterator[bytes]:
     r"""Blocks of whole records, line ends made ``\n``: each cut at the last newline outside quotes
-    (``carry``: what was read of them already)."""
+    (``carry``: what was read of them already; ``first``: the bytes read for the first)."""
+    size = first
     while True:
-        chunk = fh.read(CSV_BLOCK_BYTES)
+        chunk = fh.read(size)
+        size = CSV_BLOCK_BYTES
         data = carry + chunk
         if not chunk:
             data = _unix_line_ends(data)

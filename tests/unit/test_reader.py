@@ -356,3 +356,30 @@ def test_a_tsv_is_tab_separated_and_null_values_are_no_value(tmp_path: Path) -> 
     path.write_text('email\tcity\tzip\na@b.c\tNULL\t""\nd@e.f\tn/a\t0123\n')
     frame = read_all(path, null_values=("NULL", "n/a", ""))
     assert frame.select("email", "city", "zip").rows() == [("a@b.c", None, None), ("d@e.f", None, "0123")]
+
+
+def test_the_first_batch_is_small_and_the_rest_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's first batch is FIRST_BATCH_ROWS rows (so sending starts early), the others full;
+    the key-only pass reads full batches; the rows come whole and in order either way."""
+    rows = 40_000
+    frame = pl.DataFrame({"email": [f"u{i}@x.io" for i in range(rows)], "n": list(range(rows))})
+    frame.write_parquet(tmp_path / "f.parquet")
+    frame.write_csv(tmp_path / "f.csv")
+    parquet = open_source(tmp_path / "f.parquet")
+    heights = [f.height for f in parquet.batches()]
+    assert heights == [
+        reader.FIRST_BATCH_ROWS,
+        reader.BATCH_ROWS,
+        rows - reader.FIRST_BATCH_ROWS - reader.BATCH_ROWS,
+    ]
+    assert [f.height for f in parquet.batches(columns=["email"])] == [
+        reader.BATCH_ROWS,
+        rows - reader.BATCH_ROWS,
+    ]
+    resumed = list(parquet.batches(start_row=100))
+    assert resumed[0][ROW].to_list() == list(range(100, 100 + reader.FIRST_BATCH_ROWS))
+    assert pl.concat(resumed)[ROW].to_list() == list(range(100, rows))
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 200_000)
+    csv_frames = list(open_source(tmp_path / "f.csv").batches())
+    assert len(csv_frames) > 1 and csv_frames[0].height < csv_frames[1].height
+    assert pl.concat(csv_frames)[ROW].to_list() == list(range(rows))
