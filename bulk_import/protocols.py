@@ -18,6 +18,8 @@ Everything here is pure.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -187,30 +189,27 @@ class Batched:
         self._overhead = len(self._head) + len(self._middle) + 64
 
     def messages(self, rows: list[int], bodies: list[bytes], ids: list[bytes], run_id: str) -> Outgoing:
-        """Cut ``rows`` (each with its profile item) into runs of consecutive rows, then by size."""
+        """Cut ``rows`` (each with its profile item) into runs of consecutive rows, then by count and
+        size (a message holds one item at least, however large)."""
+        # The items' bytes before each one, a comma each: a message's size is a difference of two.
+        before = [0, *itertools.accumulate(len(body) + 1 for body in bodies)]
+        room = self.max_bytes - self._overhead
         tokens: list[int] = []
         out: list[bytes] = []
         out_ids: list[bytes] = []
         counts: list[int] = []
-        start = 0
-        while start < len(rows):
-            end, size = start, self._overhead
-            while (
-                end < len(rows)
-                and end - start < self.batch_size
-                and (end == start or rows[end] == rows[end - 1] + 1)
-                and (end == start or size + len(bodies[end]) + 1 <= self.max_bytes)
-            ):
-                size += len(bodies[end]) + 1
-                end += 1
-            first, count = rows[start], end - start
-            rid = request_id(run_id, first, count).encode()
-            out.append(b"".join((self._head, rid, self._middle, b",".join(bodies[start:end]), b"]}}")))
-            out_ids.append(rid)
-            tokens.append(first)
-            counts.append(count)
-            self._counts[first] = count
-            start = end
+        for start, run_end in _runs(rows):
+            while start < run_end:
+                fits = bisect.bisect_right(before, before[start] + room, start) - 1
+                end = max(start + 1, min(run_end, start + self.batch_size, fits))
+                first, count = rows[start], end - start
+                rid = request_id(run_id, first, count).encode()
+                out.append(b"".join((self._head, rid, self._middle, b",".join(bodies[start:end]), b"]}}")))
+                out_ids.append(rid)
+                tokens.append(first)
+                counts.append(count)
+                self._counts[first] = count
+                start = end
         return Outgoing(tokens, out, out_ids, counts)
 
     def expand(self, tokens: list[int]) -> list[int]:
@@ -261,6 +260,16 @@ class Batched:
         if not all(type(profile) is str for profile in profiles):
             profiles = [_text(profile) for profile in profiles]
         return Answers(rows, codes, texts, profiles, self.matching, rid)
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """``(start, end)`` positions of the runs of consecutive rows (a batch's rows ascend)."""
+    if not rows:
+        return []
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return [(0, len(rows))]
+    cuts = [0, *(i for i in range(1, len(rows)) if rows[i] != rows[i - 1] + 1), len(rows)]
+    return list(itertools.pairwise(cuts))
 
 
 def _text(value: object) -> str:

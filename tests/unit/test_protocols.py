@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,3 +115,42 @@ def test_the_pending_bound_is_rows_or_batches_unless_given() -> None:
     assert ImportOptions(db_id=1, via="api", api_token="T", batch_size=10_000).pending_limit == 80_000
     assert ImportOptions(db_id=1, via="api", api_token="T", max_pending=0).pending_limit == 0
     assert ImportOptions(db_id=1, max_pending=100).pending_limit == 100
+
+
+def greedy_cuts(rows: list[int], sizes: list[int], batch: int, room: int) -> list[int]:
+    """The counts a message-by-message greedy cut gives: the model the protocol must match."""
+    counts, start = [], 0
+    while start < len(rows):
+        end, used = start + 1, sizes[start] + 1
+        while (
+            end < len(rows)
+            and end - start < batch
+            and rows[end] == rows[end - 1] + 1
+            and used + sizes[end] + 1 <= room
+        ):
+            used += sizes[end] + 1
+            end += 1
+        counts.append(end - start)
+        start = end
+    return counts
+
+
+@given(
+    # Rows mostly consecutive, with a gap now and then (a rejected or skipped row).
+    st.lists(st.sampled_from([1, 1, 1, 1, 1, 1, 1, 2, 5]), max_size=120).map(
+        lambda steps: list(itertools.accumulate(steps))
+    ),
+    st.integers(1, 40),
+    st.integers(0, 20),
+    st.integers(-1, 1),
+)
+def test_messages_are_as_full_as_count_and_size_allow(rows: list[int], size: int, fit: int, off: int) -> None:
+    """Each message takes rows while they are consecutive, fewer than --batch-size and within the
+    byte cap: the greedy cut, whatever the cap (a message holds one item at least), a cap that
+    ``fit`` items fill exactly (``off`` 0) among them."""
+    protocol = batched(batch_size=size)
+    bodies = items(rows)
+    spare = max(0, sum(len(b) + 1 for b in bodies[:fit]) + off)
+    protocol.max_bytes = protocol._overhead + spare
+    out = protocol.messages(rows, bodies, [b""] * len(rows), "run1")
+    assert out.counts == greedy_cuts(rows, [len(b) for b in bodies], size, spare)
