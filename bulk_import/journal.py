@@ -394,7 +394,7 @@ def _column(values: Sequence[Any]) -> Any:
     """A batch's column as one value when every row has it (a batch answered ok: one code, one
     text), else the list."""
     first = values[0]
-    return first if all(value == first for value in values) else list(values)
+    return first if list(values).count(first) == len(values) else list(values)
 
 
 def _rows_frame(line: bytes) -> pl.DataFrame:

@@ -650,7 +650,7 @@ class Run:
             if (resending := self.resending) is not None:
                 keep = [i for i, r in enumerate(rows) if r in resending]
                 rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
-            elif ledger.answered:
+            elif ledger.any_answered(rows):
                 keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
                 rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
             wire = publisher.wire

@@ -102,6 +102,11 @@ class Ledger:
     def is_answered(self, row: int) -> bool:
         return row < len(self.state) and self.state[row] == ANSWERED
 
+    def any_answered(self, rows: Sequence[int]) -> bool:
+        """Whether any of ``rows`` (ascending) may be answered already (by an earlier attempt of a
+        resumed run): a batch read for the first time has none, and is sent without a look at each row."""
+        return bool(rows) and ANSWERED in self.state[rows[0] : rows[-1] + 1]
+
     def reject(self, rows: Iterable[int]) -> None:
         self.rejected += self._never_sent(rows, REJECTED)
 

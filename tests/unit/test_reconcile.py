@@ -170,3 +170,13 @@ def test_runs_of_rows_move_like_single_rows(steps: list[tuple[str, list[int]]]) 
     assert together.state == alone.state
     assert (together.awaiting, together.answered) == (alone.awaiting, alone.answered)
     assert (together.duplicates, together.unexpected) == (alone.duplicates, alone.unexpected)
+
+
+def test_any_answered_looks_at_the_rows_span() -> None:
+    """A batch read for the first time has no answered row; one an earlier attempt answered has."""
+    ledger = Ledger()
+    ledger.send(range(10))
+    assert not ledger.any_answered([]) and not ledger.any_answered(range(10))
+    assert ledger.answer(7)
+    assert ledger.any_answered([5, 6, 7, 8]) and ledger.any_answered(range(7, 20))
+    assert not ledger.any_answered([0, 1, 2]) and not ledger.any_answered(range(8, 30))
