@@ -379,6 +379,7 @@ def test_the_first_batch_is_small_and_the_rest_full(tmp_path: Path, monkeypatch:
     resumed = list(parquet.batches(start_row=100))
     assert resumed[0][ROW].to_list() == list(range(100, 100 + reader.FIRST_BATCH_ROWS))
     assert pl.concat(resumed)[ROW].to_list() == list(range(100, rows))
+    assert list(parquet.batches(start_row=rows)) == []  # the rest of a file read to its end
     monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 200_000)
     csv_frames = list(open_source(tmp_path / "f.csv").batches())
     assert len(csv_frames) > 1 and csv_frames[0].height < csv_frames[1].height
