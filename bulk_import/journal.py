@@ -296,7 +296,8 @@ class Journal:
                 doc["response"] = answers.response
         else:
             rows = answers.rows
-            doc = {"first": rows[0], "count": len(rows)} if _span_of(rows) else {"row": list(rows)}
+            # A batch's rows are a range (its request id names them); rows kept of one are a list.
+            doc = {"first": rows[0], "count": len(rows)} if isinstance(rows, range) else {"row": list(rows)}
             doc["error"] = _column(answers.error)
             doc["error_text"] = _column(answers.error_text)
             doc["matching_field"] = answers.matching_field
@@ -382,12 +383,6 @@ _OPTION_NAMES = {
     "date_format": "--date-format",
     "datetime_format": "--datetime-format",
 }
-
-
-def _span_of(rows: Sequence[int]) -> bool:
-    """Whether ``rows`` are consecutive and ascending (a batch's always are)."""
-    span = range(rows[0], rows[0] + len(rows))
-    return rows == span or list(rows) == list(span)
 
 
 def _column(values: Sequence[Any]) -> Any:

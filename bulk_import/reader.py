@@ -14,6 +14,7 @@ import csv
 import functools
 import gzip
 import io
+import itertools
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -236,9 +237,9 @@ class Source:
         total = self.total_rows or 0
         first = self.batch_rows if columns is not None else min(FIRST_BATCH_ROWS, self.batch_rows)
         starts = [start_row, *range(start_row + first, total, self.batch_rows)] if start_row < total else []
-        ends = [*starts[1:], total][: len(starts)]
         reads = (
-            partial(_parquet_slice, self.path, scan, a, b - a) for a, b in zip(starts, ends, strict=True)
+            partial(_parquet_slice, self.path, scan, a, b - a)
+            for a, b in itertools.pairwise([*starts, total])
         )
         yield from ahead(pool, reads, depth=1)
 

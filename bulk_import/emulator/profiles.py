@@ -201,8 +201,7 @@ class _Database:
         if self.by_phone is None:
             self.by_phone = {}
             for pid, profile in self.profiles.items():
-                for key in _phone_keys(profile):
-                    self.by_phone.setdefault(key, pid)
+                self.index(pid, profile, email=False, phone=True)
         return self.by_phone
 
     def custom_index(self, name: str) -> dict[str, str]:
