@@ -6,9 +6,11 @@ each key, ``first`` its first, ``all`` sends every row, ``fail`` refuses the fil
 are ``skipped_duplicate``, naming the row that was.
 
 Keys are compared as the platform compares them (:func:`.messages.comparable_keys`). Memory stays
-small whatever the file: a first pass keeps a 32-bit hash per row (40 MB for ten million) and
-finds the hashes seen twice; a second pass, only when there are some, keeps the keys of those rows
-alone and groups them exactly, so a hash shared by two keys never skips a row.
+small whatever the file: a first pass keeps a hash per row and finds the hashes seen twice; a second
+pass, only when there are some, reads the file again, keeps the keys of those rows alone and groups
+them exactly, so a hash shared by two keys never skips a row. The hash is 64 bits up to
+:data:`WIDE_HASH_ROWS` rows, so that a file without duplicates is read once (with 32 bits, a million
+keys share some hash by chance); past that it is cut to 32 bits (40 MB for ten million rows).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import polars as pl
 from .config import ImportOptions
 from .errors import InputError
 from .messages import DUPLICATE_OF, ROW, comparable_keys
+
+#: Rows up to which the first pass keeps 64-bit hashes (at most 32 MB, in two copies while sorted).
+WIDE_HASH_ROWS = 1 << 22
 
 #: ``row, kept, key``: each row not sent, the row sent for its key, and the key.
 SKIPPED_SCHEMA = pl.Schema({"row": pl.Int64(), "kept": pl.Int64(), "key": pl.String()})
@@ -75,7 +80,7 @@ def find_duplicates(
     if seen.is_empty():
         return Duplicates.none()
     candidates = (
-        comparable_keys(frame.filter(_hashes(frame, options).is_in(seen.implode())), options)
+        comparable_keys(frame.filter(_as(_hashes(frame, options), seen).is_in(seen.implode())), options)
         for frame in _readable(frames())
     )
     groups = (
@@ -111,19 +116,37 @@ def _readable(frames: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
 
 
 def _hashes(frame: pl.DataFrame, options: ImportOptions) -> pl.Series:
-    """Each row's key, as compared, hashed and cut to 32 bits (rows are not checked: a row that
-    cannot be sent is let go in the second pass)."""
-    keys = comparable_keys(frame, options, sendable=False)["key"]
-    return (keys.hash() & 0xFFFFFFFF).cast(pl.UInt32).alias("hash")
+    """Each row's key, as compared, hashed (rows are not checked: a row that cannot be sent is let
+    go in the second pass)."""
+    return comparable_keys(frame, options, sendable=False)["key"].hash().alias("hash")
+
+
+def _narrow(hashes: pl.Series) -> pl.Series:
+    return (hashes.cast(pl.UInt64) & 0xFFFFFFFF).cast(pl.UInt32)
+
+
+def _as(hashes: pl.Series, seen: pl.Series) -> pl.Series:
+    """``hashes`` as wide as the first pass kept them."""
+    return _narrow(hashes) if seen.dtype == pl.UInt32 else hashes.cast(pl.UInt64)
 
 
 def _hashes_seen_twice(parts: Iterator[pl.Series]) -> pl.Series:
     """The hashes that more than one row has, found by sorting them (no hash table of every key).
 
-    At its peak it holds two copies of the hashes (8 bytes a row): the neighbours are compared as
-    two views of the sorted one.
+    At its peak it holds two copies of the hashes: the neighbours are compared as two views of the
+    sorted one. Past :data:`WIDE_HASH_ROWS` rows every hash is cut to 32 bits.
     """
-    hashes = pl.concat([*parts, pl.Series("hash", [], pl.UInt32)], rechunk=True).sort()
+    kept: list[pl.Series] = []
+    rows, wide = 0, True
+    for part in parts:
+        rows += len(part)
+        if wide and rows > WIDE_HASH_ROWS:
+            kept, wide = [_narrow(h) for h in kept], False
+        kept.append(part.cast(pl.UInt64) if wide else _narrow(part))
+    empty = pl.Series("hash", [], pl.UInt64 if wide else pl.UInt32)
+    hashes = pl.concat([*kept, empty], rechunk=True)
+    kept.clear()
+    hashes = hashes.sort()
     if len(hashes) < 2:
         return hashes.clear()
     repeated = hashes.slice(1).filter(hashes.slice(1) == hashes.slice(0, len(hashes) - 1))

@@ -65,6 +65,31 @@ def test_a_shared_hash_never_skips_a_row(keys: list[str | None], size: int) -> N
         assert found(keys, "last", size) == model(keys, "last")
 
 
+@given(keys=st.lists(EMAILS, max_size=40), size=st.integers(1, 7), wide=st.integers(0, 12))
+def test_hashes_cut_to_32_bits_past_the_wide_rows_find_the_same(
+    keys: list[str | None], size: int, wide: int
+) -> None:
+    """Past WIDE_HASH_ROWS rows the hashes kept so far and the rest are narrowed: same rows found."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(duplicates, "WIDE_HASH_ROWS", wide)
+        assert found(keys, "last", size) == model(keys, "last")
+
+
+def test_a_file_without_duplicates_is_read_once() -> None:
+    """64-bit hashes of distinct keys do not meet by chance: no second pass over the file."""
+    keys = [f"user{i}@example.com" for i in range(200_000)]
+    reads = 0
+
+    def frames() -> Iterator[pl.DataFrame]:
+        nonlocal reads
+        reads += 1
+        return frames_of(keys, 50_000)
+
+    got = find_duplicates(Path("f.csv"), ImportOptions(db_id=1), frames)
+    assert got.skipped.is_empty()
+    assert reads == 1
+
+
 def test_all_sends_everything_and_fail_names_the_first_two_rows() -> None:
     keys = ["a@x.y", "b@x.y", "B@X.Y", "A@x.y", "b@x.y"]
     assert found(keys, "all", 2) == {}
