@@ -78,7 +78,8 @@ class Batch:
 
     rows: list[int]
     bodies: list[bytes]
-    #: Each body's feedback id, sent as its AMQP ``message_id`` too.
+    #: Each body's feedback id, sent as its AMQP ``message_id`` too; empty with ``--via api``, where
+    #: a request's ``request_id`` names its rows and a profile carries no id of its own.
     ids: list[bytes]
     rejected_rows: list[int]
     rejected_reasons: list[str]
@@ -533,7 +534,10 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     if not left_out.is_empty():
         sendable = keyed.get_column(_REASON).is_null()
         frame, keyed = frame.filter(sendable), keyed.filter(sendable)
-    added = [pl.col(_KEY), (pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK)]
+    per_row = options.via != "api"
+    added = [pl.col(_KEY)]
+    if per_row:
+        added.append((pl.lit(f"{run_id}-") + pl.col(ROW).cast(pl.String)).alias(_FEEDBACK))
     if options.matching == "custom" and (sent := _sent_key(options, dtype)) is not None:
         added.append(sent.alias(options.key))
     good = frame.with_columns(keyed.select(added).get_columns())
@@ -549,7 +553,7 @@ def build_batch(frame: pl.DataFrame, options: ImportOptions, run_id: str) -> Bat
     return Batch(
         rows=good[ROW].to_list(),
         bodies=bodies.to_series().cast(pl.Binary).to_list(),
-        ids=good[_FEEDBACK].cast(pl.Binary).to_list(),
+        ids=good[_FEEDBACK].cast(pl.Binary).to_list() if per_row else [],
         rejected_rows=bad["row"].to_list(),
         rejected_reasons=bad["reason"].to_list(),
         keys=keys,

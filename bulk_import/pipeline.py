@@ -647,12 +647,14 @@ class Run:
                 return None
             journal.record_keys(batch.first_row, batch.keys)
             rows, bodies, ids = batch.rows, batch.bodies, batch.ids
+            keep: list[int] | None = None
             if (resending := self.resending) is not None:
                 keep = [i for i, r in enumerate(rows) if r in resending]
-                rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
             elif ledger.any_answered(rows):
                 keep = [i for i, r in enumerate(rows) if not ledger.is_answered(r)]
-                rows, bodies, ids = [rows[i] for i in keep], [bodies[i] for i in keep], [ids[i] for i in keep]
+            if keep is not None:
+                rows, bodies = [rows[i] for i in keep], [bodies[i] for i in keep]
+                ids = [ids[i] for i in keep] if ids else ids
             wire = publisher.wire
             assert wire is not None
             out = protocol.messages(rows, bodies, ids, run_id)
