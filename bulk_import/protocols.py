@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -246,18 +247,21 @@ class Batched:
             return Answers(rows, [error] * count, [text] * count, [""] * count, self.matching, rid)
         if not isinstance(results, list) or len(results) != count:
             raise MalformedReply(f"expected {count} results, got {_size(results)}")
-        if not all(type(item) is dict for item in results):
+        if not _types(results) <= {dict}:
             raise MalformedReply("a result is not an object")
-        # A thousand of these a message: a column at a time, and a closer look only when one is odd.
-        codes = [item.get("error", 0) for item in results]
-        texts = [item.get("error_text") for item in results]
-        profiles = [item.get("profile_id") for item in results]
-        if not all(type(code) is int for code in codes):
+        # Thousands of these a message: a column at a time, and a closer look only when one is odd.
+        try:
+            codes, texts, profiles = (list(map(field, results)) for field in _RESULT_FIELDS)
+        except KeyError:  # a result leaves out a member: an error 0, an empty text or id
+            codes = [item.get("error", 0) for item in results]
+            texts = [item.get("error_text") for item in results]
+            profiles = [item.get("profile_id") for item in results]
+        if not _types(codes) <= {int}:
             odd = next(code for code in codes if type(code) is not int)
             raise MalformedReply(f"error is {type(odd).__name__}, not an integer")
-        if not all(type(text) is str for text in texts):
+        if not _types(texts) <= {str}:
             texts = [_text(text) for text in texts]
-        if not all(type(profile) is str for profile in profiles):
+        if not _types(profiles) <= {str}:
             profiles = [_text(profile) for profile in profiles]
         return Answers(rows, codes, texts, profiles, self.matching, rid)
 
@@ -270,6 +274,14 @@ def _runs(rows: list[int]) -> list[tuple[int, int]]:
         return [(0, len(rows))]
     cuts = [0, *(i for i in range(1, len(rows)) if rows[i] != rows[i - 1] + 1), len(rows)]
     return list(itertools.pairwise(cuts))
+
+
+#: What a batch response's result gives each row, in :class:`Answers`' order.
+_RESULT_FIELDS: Final = tuple(map(operator.itemgetter, ("error", "error_text", "profile_id")))
+
+
+def _types(values: list[Any]) -> set[type]:
+    return set(map(type, values))
 
 
 def _text(value: object) -> str:
