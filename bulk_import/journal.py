@@ -45,9 +45,6 @@ REPLY_SCHEMA = pl.Schema(
         "response": pl.String(),
     }
 )
-#: The columns of a line of several rows: each a list, a value per row, or one value for them all
-#: (its request id is the line's).
-_LISTED = ("row", "error", "error_text", "matching_field", "profile_id")
 #: How a line of one row begins (its values plain); a line of several rows begins with its rows'
 #: ``first`` and ``count``, or with their list.
 _ROW_LINE = b'{"row":'
@@ -394,23 +391,20 @@ def _column(values: Sequence[Any]) -> Any:
 
 def _rows_frame(line: bytes) -> pl.DataFrame:
     """A line of several rows: its rows as ``first``/``count`` (or a list), each column a list or,
-    shared by every row, one value."""
+    shared by every row, one value (made a column without a lazy step: those cost more than the
+    line's rows)."""
     doc = orjson.loads(line)
     rows = doc.get("row")
     if not isinstance(rows, list):
         rows = range(doc["first"], doc["first"] + doc["count"])
-    listed = {name: doc[name] for name in _LISTED[1:] if isinstance(doc.get(name), list)}
-    shared = [
-        pl.lit(doc.get(name), REPLY_SCHEMA[name]).alias(name) for name in _LISTED[1:] if name not in listed
-    ]
-    frame = pl.DataFrame(
-        {"row": rows, **listed}, schema={name: REPLY_SCHEMA[name] for name in ["row", *listed]}
-    )
-    return frame.with_columns(
-        *shared,
-        request_id=pl.lit(doc.get("request_id"), pl.String),
-        response=pl.lit(None, pl.String),
-    ).select(REPLY_SCHEMA.names())
+
+    def column(name: str) -> pl.Series:
+        value = doc.get(name)
+        if isinstance(value, list):
+            return pl.Series(name, value, REPLY_SCHEMA[name])
+        return pl.Series(name, [value], REPLY_SCHEMA[name]).new_from_index(0, len(rows))
+
+    return pl.DataFrame([pl.Series("row", rows, pl.Int64), *map(column, REPLY_SCHEMA.names()[1:])])
 
 
 def _reply_frame(lines: bytes) -> pl.DataFrame:
