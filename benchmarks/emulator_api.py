@@ -1,8 +1,8 @@
 """How fast the stand-in answers ``api_req`` batch calls: the apply path alone, and over the broker.
 
 ``apply``: :meth:`ApiService.handle` and the response's rendering on calls of ``--batch`` profiles
-(``import_batch``, email matching, the ``{"email": ..., "data": {...}}`` items ``run --via api``
-sends), first creating every profile, then updating them all, as the server handles them (the
+(``import_batch``, email matching, the profiles ``run --via api`` sends: ``{"email": ...,
+"_fname": ...}``), first creating every profile, then updating them all, as the server handles them (the
 cyclic collector frozen after each call); CPU seconds of this process, best of ``--rounds``.
 ``database_import`` requests with the same profiles go through :meth:`ProfileStore.apply` (parse,
 apply, reply) for comparison, the collector as the server leaves it on that path.
@@ -42,7 +42,10 @@ def calls(count: int, batch: int, offset: int = 0) -> list[bytes]:
         items = [
             {
                 "email": f"user{k}@example.com",
-                "data": {"_fname": "Ann", "_lname": "Doe", "CRM_ID": k, "phones": [f"+7900{k:07d}"]},
+                "_fname": "Ann",
+                "_lname": "Doe",
+                "CRM_ID": k,
+                "phones": [f"+7900{k:07d}"],
             }
             for k in range(offset + c * batch, offset + (c + 1) * batch)
         ]

@@ -315,10 +315,16 @@ def envelope_prefix(options: ImportOptions) -> str:
 
 
 def data_columns(columns: Sequence[str], options: ImportOptions) -> list[str]:
-    """The columns that go into ``data``; the key travels on its own, except a custom field's."""
+    """The columns that go into ``data``; the key travels on its own, except a custom field's.
+
+    With ``--via api`` the key is a field of the profile under its matching's name (``email``,
+    ``phone``, ``profile_id``): a column of that name besides the key column is not sent.
+    """
     skip = {ROW, _KEY, _REASON, _FEEDBACK, CELL_ERROR, DUPLICATE_OF}
     if options.matching != "custom":
         skip.add(options.key)
+        if options.via == "api":
+            skip.add(options.matching)
     return [name for name in columns if name not in skip]
 
 
@@ -401,13 +407,16 @@ def _concat(pieces: list[Piece], **kwargs: Any) -> pl.Expr:
     return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in merged], **kwargs)
 
 
-def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> list[Piece]:
+def _data_pieces(
+    schema: pl.Schema, options: ImportOptions, cells: Cells, *, after_key: bool = False
+) -> list[Piece]:
     """``data``'s members as pieces of one ``concat_str`` that ignores nulls.
 
     A member never null is laid out flat. One that may be null is a single piece, null with its
     value, so the outer ``concat_str`` drops it whole (``--nulls skip``), or falls back to ``null``
     (``--nulls keep``). With skip, the members up to the first that is always there (all of them
     when none is) are joined with their own separator, so that no stray comma or name is left.
+    ``after_key``: the members follow the key in one object, so each comes with its comma.
     """
     skip = options.nulls == "skip"
     members: list[tuple[list[Piece], bool]] = []
@@ -422,9 +431,12 @@ def _data_pieces(schema: pl.Schema, options: ImportOptions, cells: Cells) -> lis
     if not members:
         return []
     first = next((i for i, (_, optional) in enumerate(members) if not optional), len(members) - 1)
-    if first or members[0][1]:
+    out: list[Piece]
+    if after_key:
+        first, out = -1, []
+    elif first or members[0][1]:
         lead = [_concat(pieces) for pieces, _ in members[: first + 1]]
-        out: list[Piece] = [pl.concat_str(lead, separator=",", ignore_nulls=True)]
+        out = [pl.concat_str(lead, separator=",", ignore_nulls=True)]
     else:
         out = list(members[0][0])
     for pieces, optional in members[first + 1 :]:
@@ -480,11 +492,16 @@ def _members(names: list[str], texts: list[pl.Series], *, quote: bool, keep: boo
     return pl.select(pl.concat_str(labels.gather(column), value)).to_series()
 
 
+def _members_of(schema: pl.Schema, options: ImportOptions, cells: Cells, data: pl.Expr | None) -> list[Piece]:
+    return _data_pieces(schema, options, cells) if data is None else [data]
+
+
 def body_expr(
     schema: pl.Schema, options: ImportOptions, cells: Cells, data: pl.Expr | None = None
 ) -> pl.Expr:
     """One expression that turns each row into its ``database_import`` body (or, ``--via api``,
-    its item in a batch request: ``{"email": ..., "data": {...}}``).
+    its profile in a batch request: its fields with the key among them, ``{"email": ..., "_fname":
+    ...}``, as the documentation of ``import_batch`` shows a profile).
 
     A single ``concat_str`` of literal pieces and each column's JSON text. The envelope is the same
     for every row, so it is one literal. :func:`build_batch` adds the columns it takes besides
@@ -492,14 +509,22 @@ def body_expr(
     (:func:`_sent_key`) in place of the file's column. ``data`` gives the members' text when it is
     made apart (:func:`_stacked_data`).
     """
+    api = options.via == "api"
+    if api and options.matching == "custom":
+        # A profile of a batch request (the request says the rest): its fields, the key one of them.
+        return _concat(["{", *_members_of(schema, options, cells, data), "}"], ignore_nulls=True)
     key_field = "field_value" if options.matching == "custom" else options.matching
     source = _key_source(schema, options)
     key = [orjson.dumps(key_field).decode() + ":", *_json_text(source, schema[source], cells)]
-    members = _data_pieces(schema, options, cells) if data is None else [data]
+    if api:
+        # The key first, then the other fields, each with its comma.
+        if data is None:
+            rest = _data_pieces(schema, options, cells, after_key=True)
+        else:  # the members made apart, "" when there are none
+            rest = [pl.when(data.str.len_bytes() > 0).then(pl.lit(",") + data)]
+        return _concat(["{", *key, *rest, "}"], ignore_nulls=True)
+    members = _members_of(schema, options, cells, data)
     fields = [',"data":{', *members, "}"]
-    if options.via == "api":
-        # A profile of a batch request: its key and its fields; the request says the rest.
-        return _concat(["{", *key, *fields, "}"], ignore_nulls=True)
     return _concat(
         [f"{envelope_prefix(options)},", *key, *fields, ',"feedback_id":"', pl.col(_FEEDBACK), '"}'],
         ignore_nulls=True,

@@ -594,6 +594,57 @@ def wide_frame(rows: int, columns: int) -> tuple[pl.DataFrame, list[dict[str, An
 
 
 @pytest.mark.usefixtures("layout")
+class TestBatchProfiles:
+    """``--via api``: each row a profile of ``import_batch``, its fields with the key among them."""
+
+    @settings(deadline=None)
+    @given(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "CRM_ID": st.one_of(st.none(), st.integers(0, 10**6)),
+                    "phone": st.one_of(st.none(), st.sampled_from(["+7 900 123-45-67", "79001112233", "x"])),
+                    "t": st.one_of(st.none(), st.text('ab"\\\né', max_size=4)),
+                    "n": st.one_of(st.none(), st.integers(-5, 5)),
+                }
+            ),
+            min_size=1,
+            max_size=12,
+        ),
+        st.sampled_from(["email", "phone", "custom"]),
+        st.sampled_from(["skip", "keep"]),
+    )
+    def test_a_profile_is_the_database_import_bodys_key_and_data(
+        self, rows: list[dict[str, Any]], matching: str, nulls: str
+    ) -> None:
+        """The same rows sent per message and in a batch: the profile is the body's data with the
+        key under its matching's name (a custom key is in data already); the same rows go."""
+        df = frame(
+            email=[f"u{i}@x.y" for i in range(len(rows))], **{c: [r[c] for r in rows] for c in rows[0]}
+        )
+        common: dict[str, Any] = {"db_id": 1, "matching": matching, "nulls": nulls}
+        if matching == "custom":
+            common["field_name"] = "CRM_ID"
+        per_row = build_batch(df, ImportOptions(**common), "r1")
+        batched = build_batch(df, ImportOptions(via="api", api_token="T", **common), "r1")
+        assert batched.rows == per_row.rows
+        assert batched.rejected_rows == per_row.rejected_rows
+        assert batched.ids == []
+        for body, item in zip(per_row.bodies, batched.bodies, strict=True):
+            sent = orjson.loads(body)
+            key = {} if matching == "custom" else {matching: sent[matching]}
+            assert orjson.loads(item) == key | sent["data"]
+
+    def test_a_column_named_as_the_key_field_gives_way_to_the_key(self) -> None:
+        """Matched by email from another column, a column named email is not sent beside the key."""
+        df = frame(work=["a@b.c"], email=["old@b.c"], n=[1])
+        options = ImportOptions(db_id=1, via="api", api_token="T", key_column="work")
+        assert [orjson.loads(b) for b in build_batch(df, options, "r1").bodies] == [
+            {"email": "a@b.c", "n": 1}
+        ]
+
+
+@pytest.mark.usefixtures("layout")
 class TestWide:
     @pytest.mark.parametrize("nulls", ["skip", "keep"])
     def test_thousands_of_columns(self, nulls: str) -> None:
