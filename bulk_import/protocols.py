@@ -18,7 +18,6 @@ Everything here is pure.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -192,8 +191,8 @@ class Batched:
     def messages(self, rows: list[int], bodies: list[bytes], ids: list[bytes], run_id: str) -> Outgoing:
         """Cut ``rows`` (each with its profile item) into runs of consecutive rows, then by count and
         size (a message holds one item at least, however large)."""
-        # The items' bytes before each one, a comma each: a message's size is a difference of two.
-        before = [0, *itertools.accumulate(len(body) + 1 for body in bodies)]
+        # The items' bytes before each one: a message's size is a difference of two, plus its commas.
+        before = list(itertools.accumulate(map(len, bodies), initial=0))
         room = self.max_bytes - self._overhead
         tokens: list[int] = []
         out: list[bytes] = []
@@ -201,11 +200,14 @@ class Batched:
         counts: list[int] = []
         for start, run_end in _runs(rows):
             while start < run_end:
-                fits = bisect.bisect_right(before, before[start] + room, start) - 1
-                end = max(start + 1, min(run_end, start + self.batch_size, fits))
+                end = _last_fitting(before, start, min(run_end, start + self.batch_size), room)
                 first, count = rows[start], end - start
                 rid = request_id(run_id, first, count).encode()
-                out.append(b"".join((self._head, rid, self._middle, b",".join(bodies[start:end]), b"]}}")))
+                # One join copies the items once: the envelope rides on the first, its end on the last.
+                items = bodies[start:end]
+                items[0] = b"".join((self._head, rid, self._middle, items[0]))
+                items[-1] += b"]}}"
+                out.append(b",".join(items))
                 out_ids.append(rid)
                 tokens.append(first)
                 counts.append(count)
@@ -264,6 +266,22 @@ class Batched:
         if not _types(profiles) <= {str}:
             profiles = [_text(profile) for profile in profiles]
         return Answers(rows, codes, texts, profiles, self.matching, rid)
+
+
+def _last_fitting(before: list[int], start: int, stop: int, room: int) -> int:
+    """The furthest end up to ``stop`` whose items from ``start``, a comma after each, take at most
+    ``room`` bytes (``before``: the items' bytes before each); ``start + 1`` at least."""
+    limit = before[start] + start + room
+    if before[stop] + stop <= limit:
+        return stop
+    lo, hi = start + 1, stop - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if before[mid] + mid <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _runs(rows: list[int]) -> list[tuple[int, int]]:
