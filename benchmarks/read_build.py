@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from bulk_import.batches import built_batches
-from bulk_import.config import ImportOptions
+from bulk_import.config import BrokerSettings, ImportOptions
 from bulk_import.frames import Wire, encode_messages
+from bulk_import.protocols import protocol_for
 from bulk_import.reader import open_source
 
 #: Ten characters, like the run ids bulk-import makes, so the bodies are as long as a real run's.
@@ -32,16 +33,22 @@ def main() -> None:
     p.add_argument("file", type=Path)
     p.add_argument("--bodies", type=Path, help="also write the bodies here, one a line")
     p.add_argument("--frame", action="store_true", help="frame the messages for a channel too")
+    p.add_argument("--via", choices=["queue", "api"], default="queue", help="the protocol built for")
     args = p.parse_args()
-    options = ImportOptions(db_id=1)
+    options = ImportOptions(db_id=1, via=args.via, api_token="bench-token" if args.via == "api" else None)
+    protocol = protocol_for(options, BrokerSettings())
     out = args.bodies.open("wb") if args.bodies else None
     rows = messages = size = 0
     t0 = time.monotonic()
-    for batch in built_batches(open_source(args.file), options, RUN_ID):
+    for batch in built_batches(open_source(args.file), options, RUN_ID, build=protocol.build):
         rows += batch.size
         if out is not None and batch.bodies:
             out.write(b"\n".join(batch.bodies) + b"\n")
-        built = encode_messages(WIRE, batch.bodies, batch.ids) if args.frame else batch.bodies
+        if args.frame:
+            sent = protocol.messages(batch.rows, batch.bodies, batch.ids, RUN_ID)
+            built = encode_messages(WIRE, sent.bodies, sent.ids)
+        else:
+            built = batch.bodies
         messages += len(built)
         size += sum(map(len, built))
     t1 = time.monotonic()

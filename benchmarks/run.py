@@ -573,15 +573,23 @@ class Bench:
         finally:
             self.broker.delete(queue)
 
-    def read_build(self, fmt: str, rows: int, *, frame: bool = False) -> Outcome:
-        """read_build.py over the whole file: rows/s, CPU over its timed loop, peak RSS of the process."""
+    def read_build(self, fmt: str, rows: int, *, frame: bool = False, via: str = "queue") -> Outcome:
+        """read_build.py over the whole file: rows/s, CPU over its timed loop, peak RSS of the process;
+        ``via`` the protocol built for (``api``: batch requests, fewer messages than rows)."""
         path = self.sample(rows, fmt)
-        argv: list[str | Path] = [PY, HERE / "read_build.py", path, *(["--frame"] if frame else [])]
+        argv: list[str | Path] = [
+            PY,
+            HERE / "read_build.py",
+            path,
+            "--via",
+            via,
+            *(["--frame"] if frame else []),
+        ]
         m = run_measured(argv, timeout=120 + rows / 20_000)
         if m.returncode:
             raise BenchError(f"read_build.py {path.name} exited {m.returncode}: {m.tail()}")
         line = json_line(m)
-        if line["rows"] != rows or line["messages"] != rows:
+        if line["rows"] != rows or (via == "queue" and line["messages"] != rows):
             raise BenchError(f"read_build.py {path.name}: {line['rows']} rows, {line['messages']} bodies")
         extra = {"peak_rss_mib": m.max_rss_mib, "bytes": line["bytes"]}
         return Outcome(float(line["rows_per_s"]), m.cpu_pct(line["t0"], line["t1"]), extra)
@@ -637,6 +645,19 @@ class Bench:
                 "AMQP frames too, as a run makes them before publishing",
             )
         )
+
+        jobs += [
+            Job(
+                f"read:{fmt}:api",
+                1,
+                f"read+build {fmt}, framed, --via api",
+                p.read_rows,
+                "rows/s",
+                partial(self.read_build, fmt, p.read_rows, frame=True, via="api"),
+                f"requests of {DEFAULT_BATCH_SIZE:,} profiles, framed as a run makes them",
+            )
+            for fmt in ("parquet", "csv")
+        ]
 
         def bulk(phase: int, window: int, label: str) -> Job:
             run = partial(self.run_publisher, self.bulk_publisher(window), p.publish_rows)
@@ -830,6 +851,8 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
 
     target("read:parquet", "≥ 1M rows/s", lambda v: v >= 1e6)
     target("read:csv", "≥ 0.8M rows/s", lambda v: v >= 0.8e6)
+    target("read:parquet:api", "≥ 1M rows/s", lambda v: v >= 1e6)
+    target("read:csv:api", "≥ 0.8M rows/s", lambda v: v >= 0.8e6)
     if ours is not None:
         ratio, client = ours.ratio_go, ours.cpu.get("client")
         target(
