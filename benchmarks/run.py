@@ -849,10 +849,9 @@ def judge(rows: list[Row], plan: Plan) -> list[str]:
             r.target = text
             r.met = None if r.value is None else check(r.value)
 
-    target("read:parquet", "≥ 1M rows/s", lambda v: v >= 1e6)
-    target("read:csv", "≥ 0.8M rows/s", lambda v: v >= 0.8e6)
-    target("read:parquet:api", "≥ 1M rows/s", lambda v: v >= 1e6)
-    target("read:csv:api", "≥ 0.8M rows/s", lambda v: v >= 0.8e6)
+    for built in ("", ":api"):  # a message per row, and --via api's requests framed
+        target(f"read:parquet{built}", "≥ 1M rows/s", lambda v: v >= 1e6)
+        target(f"read:csv{built}", "≥ 0.8M rows/s", lambda v: v >= 0.8e6)
     if ours is not None:
         ratio, client = ours.ratio_go, ours.cpu.get("client")
         target(
